@@ -1,0 +1,117 @@
+"""cffi (ABI mode) bindings for the few syscalls the standard library lacks.
+
+Python 3.11 has no ``os.unshare``/``os.setns`` and no Python has ``mount``,
+``umount2``, ``pivot_root`` or ``prctl``. These are thin wrappers: each retries
+on EINTR and raises ``OSError(errno, strerror)`` on failure, like ``os``.
+Nothing is compiled: the symbols are looked up in the already loaded libc.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+from typing import Any
+
+from cffi import FFI
+
+_ffi = FFI()
+_ffi.cdef(
+    """
+    int unshare(int flags);
+    int setns(int fd, int nstype);
+    int mount(const char *source, const char *target, const char *fstype,
+              unsigned long flags, const void *data);
+    int umount2(const char *target, int flags);
+    long syscall(long number, ...);
+    int prctl(int option, unsigned long arg2, unsigned long arg3,
+              unsigned long arg4, unsigned long arg5);
+    """
+)
+_libc: Any = _ffi.dlopen(None)
+
+# <linux/sched.h>
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# <linux/mount.h>
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+# pivot_root has no glibc wrapper.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+
+def _retry(name: str, call: Any, *args: Any) -> int:
+    while True:
+        ret = int(call(*args))
+        if ret != -1:
+            return ret
+        err = _ffi.errno
+        if err != errno.EINTR:
+            raise OSError(err, f"{os.strerror(err)} ({name})")
+
+
+def _cstr(value: str | None) -> Any:
+    return _ffi.NULL if value is None else value.encode()
+
+
+def unshare(flags: int) -> None:
+    _retry(f"unshare {flags:#x}", _libc.unshare, flags)
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace(s) ``fd`` refers to (a /proc/PID/ns file or a pidfd)."""
+    _retry(f"setns {nstype:#x}", _libc.setns, fd, nstype)
+
+
+def mount(
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    ret = _libc.mount(_cstr(source), target.encode(), _cstr(fstype), flags, _cstr(data))
+    if ret == -1:
+        err = _ffi.errno
+        raise OSError(err, f"{os.strerror(err)}: mount {fstype or ''} {source or ''} on {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _retry(f"umount2 {target}", _libc.umount2, target.encode(), flags)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
+    new = _ffi.new("char[]", new_root.encode())
+    old = _ffi.new("char[]", put_old.encode())
+    _retry("pivot_root", _libc.syscall, _ffi.cast("long", number), new, old)
+
+
+def prctl(option: int, arg2: int = 0) -> int:
+    return _retry(f"prctl {option}", _libc.prctl, option, arg2, 0, 0, 0)

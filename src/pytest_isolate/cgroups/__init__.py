@@ -1,0 +1,186 @@
+"""cgroup caps and accounting: the data types, detection, and the backend interface.
+
+One backend per cgroup version (``v1.py`` here; ``v2.py`` alongside). A backend
+creates one group per sandbox under a directory named ``PREFIX`` at the top of
+each hierarchy, so that a later run can find and sweep what a killed run left.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+__all__ = [
+    "PREFIX",
+    "CgroupError",
+    "Group",
+    "Limits",
+    "Usage",
+    "CgroupBackend",
+    "MountEntry",
+    "parse_mountinfo",
+    "owner_token",
+    "token_is_stale",
+]
+
+PREFIX: Final = "pytest-isolate"
+
+
+class CgroupError(OSError):
+    """A cgroup operation failed; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu: float | None = None
+    mem: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one sandbox consumed, read from the cgroup counters.
+
+    ``None`` means the host cannot measure that figure.
+    """
+
+    cpu_user: float = 0.0
+    """Seconds of user-mode CPU."""
+    cpu_system: float = 0.0
+    """Seconds of kernel-mode CPU."""
+    peak_mem: int | None = None
+    """Peak memory charged to the sandbox, bytes."""
+    oom_kills: int = 0
+    nr_throttled: int = 0
+    """Scheduler periods in which the CPU cap throttled the sandbox."""
+    throttled: float = 0.0
+    """Seconds the sandbox spent throttled."""
+    peak_pids: int | None = None
+    pids_limit_hits: int = 0
+    """Forks refused because of the pids cap."""
+
+
+class Group(Protocol):
+    """One sandbox's cgroup(s) (one directory per v1 hierarchy)."""
+
+    name: str
+
+    def dirs(self) -> dict[str, str]:
+        """Controller -> this group's directory in that controller's hierarchy."""
+
+    def pids(self) -> set[int]:
+        """Processes in the group."""
+
+    def procs_files(self) -> list[str]:
+        """The ``cgroup.procs`` files a process writes ``0`` to, to join the group."""
+
+    def set_limits(self, limits: Limits) -> None: ...
+
+    def read_usage(self) -> Usage: ...
+
+    def kill(self) -> None:
+        """SIGKILL every process left in the group, until it is empty."""
+
+    def remove(self) -> None:
+        """Remove the group's directories (it must be empty)."""
+
+
+class CgroupBackend(Protocol):
+    version: int
+    controllers: frozenset[str]
+
+    def create(self, name: str) -> Group: ...
+
+    def sweep(self) -> list[str]:
+        """Kill and remove groups left by runs whose process is gone; return their names."""
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    parent_id: int
+    root: str
+    mount_point: str
+    mount_options: frozenset[str]
+    fstype: str
+    source: str
+    super_options: frozenset[str]
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    if "\\" not in field:
+        return field
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    """Parse ``/proc/PID/mountinfo`` (see proc(5))."""
+    entries = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        left, _, right = line.partition(" - ")
+        lfields = left.split()
+        rfields = right.split()
+        if len(lfields) < 6 or len(rfields) < 2:
+            continue
+        entries.append(
+            MountEntry(
+                mount_id=int(lfields[0]),
+                parent_id=int(lfields[1]),
+                root=_unescape(lfields[3]),
+                mount_point=_unescape(lfields[4]),
+                mount_options=frozenset(lfields[5].split(",")),
+                fstype=rfields[0],
+                source=_unescape(rfields[1]),
+                super_options=frozenset(rfields[2].split(",")) if len(rfields) > 2 else frozenset(),
+            )
+        )
+    return entries
+
+
+def _start_time(pid: int, proc: str = "/proc") -> str | None:
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22 (starttime); the command name (field 2) may hold spaces and parens.
+    return stat.rsplit(b")", 1)[1].split()[19].decode()
+
+
+def owner_token(pid: int | None = None, proc: str = "/proc") -> str:
+    """``PID.STARTTIME`` of a live process: unique across pid reuse."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}.{_start_time(pid, proc)}"
+
+
+def token_is_stale(name: str, proc: str = "/proc") -> bool:
+    """Whether the group ``PID.STARTTIME.N`` belongs to a process that is gone."""
+    parts = name.split(".")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return False  # not one of ours: never touch it
+    return _start_time(int(parts[0]), proc) != parts[1]
+
+
+def detect(mountinfo_path: str = "/proc/self/mountinfo") -> CgroupBackend | None:
+    """The backend for this host, or None when no usable hierarchy is mounted."""
+    from .v1 import CgroupV1
+
+    with open(mountinfo_path) as f:
+        entries = parse_mountinfo(f.read())
+    v1 = CgroupV1.from_mounts(entries)
+    if v1 is not None:
+        return v1
+    return None

@@ -1,0 +1,241 @@
+"""cgroup v1 backend: one directory per sandbox in each of the cpu, cpuacct, memory and pids
+hierarchies (some hosts co-mount ``cpu,cpuacct``; then they share a directory).
+
+Layout: ``<hierarchy>/pytest-isolate/<PID>.<STARTTIME>/<N>``, the middle level naming the
+pytest process that owns the groups so that a later run can sweep them if it was killed.
+
+Kernel facts used here (measured on 6.18):
+- ``memory.failcnt`` stays 0 on an OOM kill: read ``oom_kill`` from ``memory.oom_control``.
+- ``memory.memsw.limit_in_bytes`` (swap accounting) must be >= ``memory.limit_in_bytes``,
+  so it is written second; without swap accounting, ``memory.swappiness=0`` keeps the
+  group's anonymous memory out of swap instead.
+- ``cpuacct.usage`` is exact (ns); ``usage_user``/``usage_sys`` are tick-based.
+- A group can be removed only once its last task has been reaped; until then rmdir
+  says EBUSY.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterable, Mapping
+
+from . import PREFIX, CgroupError, Limits, MountEntry, Usage, owner_token, token_is_stale
+
+CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
+CFS_PERIOD_US = 100_000
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"cannot write {value!r} to {path}: {exc.strerror}") from None
+
+
+def _keyed(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+class GroupV1:
+    def __init__(self, name: str, dirs: Mapping[str, str]) -> None:
+        self.name = name
+        self._dirs = dict(dirs)  # controller -> directory
+        self._unique = sorted(set(self._dirs.values()))
+
+    def dirs(self) -> dict[str, str]:
+        return dict(self._dirs)
+
+    def procs_files(self) -> list[str]:
+        return [os.path.join(d, "cgroup.procs") for d in self._unique]
+
+    def set_limits(self, limits: Limits) -> None:
+        cpu = self._dirs.get("cpu")
+        if cpu and limits.cpu is not None:
+            _write(f"{cpu}/cpu.cfs_period_us", str(CFS_PERIOD_US))
+            _write(f"{cpu}/cpu.cfs_quota_us", str(round(limits.cpu * CFS_PERIOD_US)))
+        mem = self._dirs.get("memory")
+        if mem and limits.mem is not None:
+            _write(f"{mem}/memory.limit_in_bytes", str(limits.mem))
+            if os.path.exists(f"{mem}/memory.memsw.limit_in_bytes"):
+                _write(f"{mem}/memory.memsw.limit_in_bytes", str(limits.mem))
+            else:
+                _write(f"{mem}/memory.swappiness", "0")
+        pids = self._dirs.get("pids")
+        if pids and limits.pids is not None:
+            _write(f"{pids}/pids.max", str(limits.pids))
+
+    def read_usage(self) -> Usage:
+        fields: dict[str, float | int | None] = {}
+        acct = self._dirs.get("cpuacct")
+        if acct:
+            total = int(_read(f"{acct}/cpuacct.usage")) / 1e9
+            user = int(_read(f"{acct}/cpuacct.usage_user")) / 1e9
+            system = int(_read(f"{acct}/cpuacct.usage_sys")) / 1e9
+            # The split is tick-based; scale it to the exact total.
+            if user + system > 0:
+                fields["cpu_user"] = total * user / (user + system)
+                fields["cpu_system"] = total * system / (user + system)
+            else:
+                fields["cpu_user"] = total
+        cpu = self._dirs.get("cpu")
+        if cpu:
+            stat = _keyed(_read(f"{cpu}/cpu.stat"))
+            fields["nr_throttled"] = stat.get("nr_throttled", 0)
+            fields["throttled"] = stat.get("throttled_time", 0) / 1e9
+        mem = self._dirs.get("memory")
+        if mem:
+            fields["peak_mem"] = int(_read(f"{mem}/memory.max_usage_in_bytes"))
+            fields["oom_kills"] = _keyed(_read(f"{mem}/memory.oom_control")).get("oom_kill", 0)
+        pids = self._dirs.get("pids")
+        if pids:
+            try:
+                fields["peak_pids"] = int(_read(f"{pids}/pids.peak"))
+            except FileNotFoundError:  # pids.peak: Linux >= 6.1
+                pass
+            fields["pids_limit_hits"] = _keyed(_read(f"{pids}/pids.events")).get("max", 0)
+        return Usage(**fields)  # type: ignore[arg-type]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self._unique:
+            try:
+                found.update(int(p) for p in _read(f"{d}/cgroup.procs").split())
+            except FileNotFoundError:
+                pass
+        return found
+
+    def kill(self, deadline: float = 5.0) -> None:
+        end = time.monotonic() + deadline
+        while True:
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                for sig in (signal.SIGKILL, signal.SIGCONT):
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+            if time.monotonic() > end:
+                raise CgroupError(errno.EBUSY, f"processes {sorted(pids)} survive in {self.name}")
+            time.sleep(0.001)
+
+    def remove(self, deadline: float = 5.0) -> None:
+        end = time.monotonic() + deadline
+        for d in self._unique:
+            while True:
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > end:
+                        raise CgroupError(exc.errno, f"cannot remove {d}: {exc.strerror}") from None
+                    time.sleep(0.0005)
+
+
+class CgroupV1:
+    version = 1
+
+    def __init__(self, mounts: Mapping[str, str], proc: str = "/proc") -> None:
+        """``mounts``: controller -> the hierarchy's mount point."""
+        self._mounts = dict(mounts)
+        self._proc = proc
+        self.controllers = frozenset(self._mounts)
+        self._token = owner_token(proc=proc)
+        self._seq = 0
+
+    @classmethod
+    def from_mounts(cls, entries: Iterable[MountEntry]) -> CgroupV1 | None:
+        mounts: dict[str, str] = {}
+        for entry in entries:
+            if entry.fstype != "cgroup":
+                continue
+            for controller in CONTROLLERS:
+                if controller in entry.super_options and controller not in mounts:
+                    mounts[controller] = entry.mount_point
+        writable = {c: m for c, m in mounts.items() if os.access(m, os.W_OK)}
+        return cls(writable) if writable else None
+
+    def hierarchies(self) -> list[str]:
+        return sorted(set(self._mounts.values()))
+
+    def session_dirs(self) -> list[str]:
+        return [os.path.join(m, PREFIX, self._token) for m in self.hierarchies()]
+
+    def create(self, name: str | None = None) -> GroupV1:
+        if name is None:
+            self._seq += 1
+            name = str(self._seq)
+        dirs = {}
+        made: dict[str, str] = {}
+        for controller, mount in self._mounts.items():
+            if mount not in made:
+                path = os.path.join(mount, PREFIX, self._token, name)
+                try:
+                    os.makedirs(path)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise CgroupError(exc.errno, f"cannot create {path}: {exc.strerror}") from None
+                made[mount] = path
+            dirs[controller] = made[mount]
+        return GroupV1(f"{self._token}/{name}", dirs)
+
+    def close(self) -> None:
+        """Remove this session's (empty) directories."""
+        for d in self.session_dirs():
+            for path in (d, os.path.dirname(d)):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    break
+
+    def sweep(self) -> list[str]:
+        swept = []
+        for mount in self.hierarchies():
+            top = os.path.join(mount, PREFIX)
+            try:
+                owners = os.listdir(top)
+            except FileNotFoundError:
+                continue
+            for owner in owners:
+                if owner == self._token or not token_is_stale(owner + ".0", self._proc):
+                    continue
+                owner_dir = os.path.join(top, owner)
+                if not os.path.isdir(owner_dir):
+                    continue
+                for child in os.listdir(owner_dir):
+                    path = os.path.join(owner_dir, child)
+                    if not os.path.isdir(path):
+                        continue
+                    group = GroupV1(f"{owner}/{child}", {"any": path})
+                    try:
+                        group.kill()
+                        group.remove()
+                        swept.append(path)
+                    except OSError:
+                        pass
+                try:
+                    os.rmdir(owner_dir)
+                except OSError:
+                    pass
+        return swept

@@ -1,0 +1,343 @@
+"""Parent side of one isolated test: fork into the prepared sandbox, wait, read, reap,
+account, and turn whatever happened into pytest reports.
+
+The parent never blocks forever: the deadline, EOF on the pipe and the test
+process's exit (a pidfd) all end the wait. A test process that dies without its
+final report becomes a failed report that names why, in the phase it was in.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from . import _compat, _ffi, child, wire
+from .cgroups import Limits, Usage
+from .pool import Lease, PoolError, SandboxPool
+from .reporting import Record, describe_exit, format_seconds, oom_text, pids_text
+from .spec import IsolationSpec
+
+PHASES = ("setup", "call", "teardown")
+# How long a test process gets to write its stacks after the dump signal.
+DUMP_GRACE = 1.0
+
+
+@dataclass
+class Session:
+    """Per-pytest-process state of the controller."""
+
+    pool: SandboxPool
+    own_pidns: int
+    dump_fd: int
+    warned: set[str] = field(default_factory=set)
+
+    @classmethod
+    def start(cls) -> Session:
+        pool = SandboxPool()
+        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        dump = os.memfd_create("pytest-isolate-stacks", os.MFD_CLOEXEC)
+        return cls(pool, own, dump)
+
+    def close(self) -> None:
+        self.pool.close()
+        os.close(self.own_pidns)
+        os.close(self.dump_fd)
+
+
+@dataclass
+class Outcome:
+    reports: list[pytest.TestReport]
+    warnings: list[dict[str, Any]]
+    record: Record | None
+    exit: dict[str, Any] | None = None
+
+
+@dataclass
+class _Run:
+    pid: int
+    reader: wire.Reader = field(default_factory=wire.Reader)
+    phase: str | None = None
+    reports: list[pytest.TestReport] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    exit: dict[str, Any] | None = None
+    error: str = ""
+    garbage: str = ""
+    status: int | None = None
+    timed_out: bool = False
+
+
+def _fork_into(lease: Lease, session: Session) -> int:
+    _ffi.setns(lease.pidfd, _ffi.CLONE_NEWPID)  # our next child is born in the sandbox
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            _ffi.setns(session.own_pidns, _ffi.CLONE_NEWPID)
+    return pid
+
+
+def _handle(run: _Run, config: pytest.Config, kind: bytes, payload: Any) -> None:
+    if kind == wire.Kind.PHASE:
+        run.phase = payload["when"]
+    elif kind == wire.Kind.REPORT:
+        report = config.hook.pytest_report_from_serializable(config=config, data=payload)
+        run.reports.append(report)
+    elif kind == wire.Kind.WARNING:
+        run.warnings.append(payload)
+    elif kind == wire.Kind.DONE:
+        run.done = True
+    elif kind == wire.Kind.EXIT:
+        run.exit = payload
+    elif kind == wire.Kind.ERROR:
+        run.error = payload["traceback"]
+
+
+def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) -> None:
+    pidfd = os.pidfd_open(run.pid)
+    os.set_blocking(rfd, False)
+    poller = select.poll()
+    poller.register(rfd, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    reading = True
+    try:
+        while True:
+            timeout = None
+            if deadline is not None:
+                timeout = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            events = poller.poll(timeout)
+            if not events and deadline is not None and time.monotonic() >= deadline:
+                run.timed_out = True
+                return
+            exited = False
+            for fd, _ in events:
+                if fd == pidfd:
+                    exited = True
+                elif reading:
+                    try:
+                        messages, eof = wire.drain(rfd, run.reader)
+                    except wire.WireError as exc:
+                        run.garbage = str(exc)
+                        return
+                    for kind, payload in messages:
+                        _handle(run, config, kind, payload)
+                    if eof:
+                        reading = False
+                        poller.unregister(rfd)
+            if exited:
+                if reading:
+                    try:
+                        messages, _ = wire.drain(rfd, run.reader)
+                    except wire.WireError as exc:
+                        run.garbage = str(exc)
+                        messages = []
+                    for kind, payload in messages:
+                        _handle(run, config, kind, payload)
+                return
+    finally:
+        os.close(pidfd)
+
+
+def _collect_dump(run: _Run, session: Session) -> str:
+    try:
+        os.kill(run.pid, child.DUMP_SIGNAL)
+    except ProcessLookupError:
+        return ""
+    end = time.monotonic() + DUMP_GRACE
+    size = -1
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        now = os.fstat(session.dump_fd).st_size
+        if now == size and now > 0:
+            break
+        size = now
+    return os.pread(session.dump_fd, 1 << 22, 0).decode(errors="replace")
+
+
+def _kill(lease: Lease) -> None:
+    try:
+        signal.pidfd_send_signal(lease.pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> int:
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+
+
+def _report(
+    item: pytest.Item,
+    when: str,
+    outcome: str,
+    longrepr: str | None,
+    sections: list[tuple[str, str]] | None = None,
+    start: float = 0.0,
+    stop: float = 0.0,
+) -> pytest.TestReport:
+    return pytest.TestReport(
+        nodeid=item.nodeid,
+        location=item.location,
+        keywords={k: 1 for k in item.keywords},
+        outcome=outcome,  # type: ignore[arg-type]
+        longrepr=longrepr,
+        when=when,  # type: ignore[arg-type]
+        sections=sections or [],
+        duration=stop - start,
+        start=start,
+        stop=stop,
+        user_properties=list(item.user_properties),
+    )
+
+
+def error_reports(item: pytest.Item, message: str) -> list[pytest.TestReport]:
+    """A test that could not be run at all: an error in setup, with this message."""
+    now = time.time()
+    return [
+        _report(item, "setup", "failed", message, start=now, stop=now),
+        _report(item, "teardown", "passed", None, start=now, stop=now),
+    ]
+
+
+def _crash_phase(run: _Run) -> str:
+    seen = {r.when for r in run.reports}
+    phase = run.phase or "setup"
+    if phase in seen:  # it died after that phase's report: in the gap before the next
+        later = [p for p in PHASES[PHASES.index(phase) + 1 :]]
+        phase = later[0] if later else "teardown"
+    return phase
+
+
+def _synthesize(
+    item: pytest.Item, run: _Run, spec: IsolationSpec, usage: Usage, dump: str, start: float
+) -> tuple[list[pytest.TestReport], str]:
+    phase = _crash_phase(run)
+    event = "crash"
+    if run.timed_out:
+        event = "timeout"
+        text = f"Timeout: the test ran past its timeout of {format_seconds(spec.timeout or 0)}; "
+        text += f"the sandbox was killed during {phase}.\n\ntimeout after {format_seconds(spec.timeout or 0)}"
+        text += (
+            f"\n\nPython stack of every thread at the deadline:\n{dump}"
+            if dump.strip()
+            else "\n\n(no stack: the test process did not answer the dump signal)"
+        )
+    elif usage.oom_kills and run.status is not None and os.WIFSIGNALED(run.status):
+        event = "oom"
+        text = f"The isolated test was killed during {phase}: {oom_text(spec, usage)}."
+    elif run.garbage:
+        text = (
+            f"The isolated test process wrote something that is not a report to the report "
+            f"pipe during {phase} ({run.garbage}); the sandbox was killed."
+        )
+    elif run.error:
+        text = f"pytest-isolate failed inside the test process during {phase}:\n{run.error}"
+    else:
+        text = f"The isolated test process {describe_exit(run.status)} during {phase}"
+        text += " without reporting its result."
+        if run.status is not None and os.WIFEXITED(run.status):
+            text += " (os._exit(), or it closed its report pipe.)"
+    if usage.pids_limit_hits:
+        text += f"\n{pids_text(spec, usage)}."
+    out, err = _compat.read_captured(item.config)
+    sections = [(f"Captured {name} {phase}", value) for name, value in (("stdout", out), ("stderr", err)) if value]
+    now = time.time()
+    reports = [r for r in run.reports if r.when != phase and PHASES.index(r.when) < PHASES.index(phase)]
+    reports.append(_report(item, phase, "failed", text, sections, start, now))
+    if phase != "teardown":
+        reports.append(_report(item, "teardown", "passed", None, start=now, stop=now))
+    return reports, event
+
+
+def _annotate(reports: list[pytest.TestReport], record: Record, spec: IsolationSpec) -> None:
+    usage = record.usage
+    notes = []
+    if usage.pids_limit_hits and record.event != "crash":
+        notes.append(pids_text(spec, usage))
+    if usage.oom_kills and record.event != "oom":
+        notes.append(f"{usage.oom_kills} process(es) of the test were killed: {oom_text(spec, usage)}")
+    properties = record.properties()
+    for report in reports:
+        report.user_properties = [*report.user_properties, *properties]
+    if notes and reports:
+        target = next((r for r in reports if r.failed), reports[-1])
+        target.sections.append(("isolation", "\n".join(notes)))
+
+
+def run_isolated(
+    item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec, session: Session
+) -> Outcome:
+    try:
+        session.pool.settle()
+        lease = session.pool.acquire()
+    except PoolError as exc:
+        return Outcome(error_reports(item, f"pytest-isolate could not isolate this test: {exc}"), [], None)
+    for problem in lease.problems:
+        if problem not in session.warned:
+            session.warned.add(problem)
+            warnings.warn(
+                pytest.PytestWarning(f"pytest-isolate: host mount not snapshotted: {problem}"),
+                stacklevel=1,
+            )
+    if lease.group is not None:
+        lease.group.set_limits(Limits(spec.cpu, spec.mem, spec.pids))
+    os.ftruncate(session.dump_fd, 0)
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    ctx = child.ChildContext(
+        report_fd=wfd,
+        dump_fd=session.dump_fd,
+        init_pid=lease.pid,
+        init_pidfd=lease.pidfd,
+        procs_files=tuple(lease.group.procs_files()) if lease.group is not None else (),
+        hostname=spec.hostname,
+        cwd=os.getcwd(),
+        close_fds=(rfd, session.own_pidns, *session.pool.fds),
+    )
+    wall_start = time.monotonic()
+    start = time.time()
+    pid = _fork_into(lease, session)
+    if pid == 0:  # pragma: no cover - the test process
+        child.run(item, nextitem, ctx)
+    os.close(wfd)
+    run = _Run(pid)
+    dump = ""
+    try:
+        _wait(run, item.config, rfd, wall_start + spec.timeout if spec.timeout else None)
+        if run.timed_out:
+            dump = _collect_dump(run, session)
+        if run.timed_out or run.garbage:
+            _kill(lease)
+        run.status = _reap(pid)
+    except BaseException:
+        _kill(lease)
+        _reap(pid)
+        raise
+    finally:
+        os.close(rfd)
+        _kill(lease)
+        wall = time.monotonic() - wall_start
+        usage = lease.group.read_usage() if lease.group is not None else Usage()
+        session.pool.release(lease)
+    event = ""
+    if run.done and not run.garbage:
+        reports = run.reports
+    elif run.exit is not None:
+        reports = run.reports
+    else:
+        reports, event = _synthesize(item, run, spec, usage, dump, start)
+    record = Record(item.nodeid, wall, usage, spec, event)
+    _annotate(reports, record, spec)
+    return Outcome(reports, run.warnings, record, run.exit)

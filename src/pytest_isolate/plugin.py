@@ -1,0 +1,224 @@
+"""pytest hook implementations. Thin: each delegates to a module with one concern."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from . import wire
+from .child import current_channel
+from .controller import Session, error_reports, run_isolated
+from .reporting import Stats
+from .spec import (
+    SPEC_KEYS,
+    IsolationSpec,
+    Settings,
+    SpecError,
+    merge_marker_kwargs,
+    parse_bool,
+    resolve_defaults,
+    spec_from_marker,
+)
+from .warning_wire import rebuild_warning, serialize_warning
+
+MARKER = "isolated"
+
+
+@dataclass
+class State:
+    settings: Settings
+    stats: Stats
+    session: Session | None = None
+
+
+STATE_KEY = pytest.StashKey[State]()
+DECISION_KEY = pytest.StashKey["IsolationSpec | str | None"]()
+
+_HELP = {
+    "cpu": "CPU cap in CPUs (0.3 = 30%% of one CPU)",
+    "mem": "memory cap: bytes, or 128M / 1.5GiB / 500MB",
+    "pids": "cap on processes+threads",
+    "timeout": "seconds before the sandbox is killed",
+    "hostname": "hostname inside the sandbox",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("isolate", "test isolation in Linux sandboxes (pytest-isolate)")
+    group.addoption("--isolate-all", action="store_true", default=None,
+                    help="run every test isolated, as if marked @pytest.mark.isolated")  # fmt: skip
+    group.addoption("--no-isolate", action="store_true", default=False,
+                    help="run every test in-process, ignoring isolated markers (for debugging)")  # fmt: skip
+    parser.addini("isolate_all", "run every test isolated (true/false)", default="false")
+    for key in SPEC_KEYS:
+        group.addoption(f"--isolate-{key}", dest=f"isolate_{key}", metavar="VALUE", default=None,
+                        help=f"default {_HELP[key]} ('none' for no cap)")  # fmt: skip
+        parser.addini(f"isolate_{key}", f"default {_HELP[key]}".replace("%%", "%"), default="")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "isolated(cpu=None, mem=None, pids=4096, timeout=None, hostname='isolated'): run this "
+        "test in a throwaway Linux sandbox (namespaces, overlay snapshot, cgroup caps)",
+    )
+    try:
+        settings = _settings(config)
+    except SpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE_KEY] = State(settings, Stats())
+
+
+def _settings(config: pytest.Config) -> Settings:
+    cli = {key: config.getoption(f"isolate_{key}") for key in SPEC_KEYS}
+    ini = {key: config.getini(f"isolate_{key}") for key in SPEC_KEYS}
+    defaults = resolve_defaults(cli, ini)
+    isolate_all = config.getoption("isolate_all")
+    if isolate_all is None:
+        isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
+    return Settings(isolate_all=bool(isolate_all), disabled=config.getoption("no_isolate"),
+                    defaults=defaults)  # fmt: skip
+
+
+def decide(item: pytest.Item, settings: Settings) -> IsolationSpec | str | None:
+    """The spec to isolate ``item`` with, an error message, or None (run in-process)."""
+    markers = list(item.iter_markers(MARKER))
+    if settings.disabled or not (markers or settings.isolate_all):
+        return None
+    source = f"@pytest.mark.isolated on {item.nodeid}"
+    try:
+        kwargs = merge_marker_kwargs(((m.args, m.kwargs) for m in markers), source)
+        return spec_from_marker(kwargs, settings.defaults, source)
+    except SpecError as exc:
+        return str(exc)
+
+
+def _decision(item: pytest.Item) -> IsolationSpec | str | None:
+    if DECISION_KEY not in item.stash:
+        item.stash[DECISION_KEY] = decide(item, item.config.stash[STATE_KEY].settings)
+    return item.stash[DECISION_KEY]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    settings = config.stash[STATE_KEY].settings
+    if settings.disabled:
+        return "isolate: off (--no-isolate)"
+    d = settings.defaults
+    scope = "all tests" if settings.isolate_all else "tests marked @pytest.mark.isolated"
+    return (
+        f"isolate: {scope}; namespaces pid,net,mnt,uts,ipc,user; overlay snapshot; "
+        f"defaults cpu={d.cpu} mem={d.mem} pids={d.pids} timeout={d.timeout}"
+    )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash[STATE_KEY]
+    if state.session is None and any(_decision(item) is not None for item in session.items):
+        if sys.platform != "linux":
+            return
+        state.session = Session.start()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    state = item.config.stash[STATE_KEY]
+    decision = _decision(item)
+    if state.session is not None:
+        state.session.pool.settle()  # the previous sandbox is gone before anything else runs
+    if decision is None:
+        return None
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    exit_request = None
+    if isinstance(decision, str):
+        reports = error_reports(item, decision)
+    else:
+        if state.session is None:
+            state.session = Session.start()
+        outcome = run_isolated(item, nextitem, decision, state.session)
+        reports = outcome.reports
+        for data in outcome.warnings:
+            ihook.pytest_warning_recorded.call_historic(
+                kwargs=dict(warning_message=rebuild_warning(data), nodeid=item.nodeid,
+                            when="runtest", location=None)  # fmt: skip
+            )
+        if outcome.record is not None:
+            state.stats.add(outcome.record)
+        exit_request = outcome.exit
+    for report in reports:
+        ihook.pytest_runtest_logreport(report=report)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    from ._compat import teardown_to
+
+    teardown_to(item, nextitem)
+    if exit_request is not None:
+        pytest.exit(exit_request["msg"], exit_request["returncode"])
+    return True
+
+
+# -- inside the test process only (the channel is set after the fork) -------------------------
+def _send_phase(item: pytest.Item, when: str) -> None:
+    channel = current_channel()
+    if channel is not None:
+        channel.send(wire.Kind.PHASE, {"when": when})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _send_phase(item, "setup")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    _send_phase(item, "call")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    _send_phase(item, "teardown")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    channel = current_channel()
+    if channel is not None:
+        data = item.config.hook.pytest_report_to_serializable(config=item.config, report=report)
+        channel.send(wire.Kind.REPORT, data)
+    return report
+
+
+def pytest_warning_recorded(
+    warning_message: warnings.WarningMessage, when: str, nodeid: str, location: Any
+) -> None:
+    # Only warnings of the test being run in this (child) process are forwarded.
+    if when != "runtest" or not nodeid:
+        return
+    channel = current_channel()
+    if channel is not None:
+        channel.send(wire.Kind.WARNING, serialize_warning(warning_message))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    lines = state.stats.summary_lines()
+    if lines:
+        terminalreporter.write_sep("-", "isolation")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None and state.session is not None:
+        state.session.close()
+        state.session = None

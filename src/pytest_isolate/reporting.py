@@ -1,0 +1,134 @@
+"""Usage -> report.user_properties, crash descriptions, and the terminal summary."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+from .cgroups import Usage
+from .spec import IsolationSpec
+
+PROPERTY_PREFIX = "isolate_"
+
+
+def format_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_seconds(s: float) -> str:
+    return f"{s:g} s"
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One isolated test's resource usage, as it goes into the report."""
+
+    nodeid: str
+    wall: float
+    usage: Usage
+    spec: IsolationSpec
+    event: str = ""
+    """"oom", "timeout", "crash" or "" (normal exit)."""
+
+    def properties(self) -> list[tuple[str, object]]:
+        u = self.usage
+        props: list[tuple[str, object]] = [
+            ("wall_s", round(self.wall, 6)),
+            ("cpu_user_s", round(u.cpu_user, 6)),
+            ("cpu_system_s", round(u.cpu_system, 6)),
+            ("peak_mem_bytes", u.peak_mem),
+            ("oom_kills", u.oom_kills),
+            ("throttled_s", round(u.throttled, 6)),
+            ("nr_throttled", u.nr_throttled),
+            ("peak_pids", u.peak_pids),
+            ("pids_limit_hits", u.pids_limit_hits),
+        ]
+        return [(PROPERTY_PREFIX + k, v) for k, v in props if v is not None]
+
+
+def oom_text(spec: IsolationSpec, usage: Usage) -> str:
+    return (
+        f"out of memory: the cgroup memory limit is {format_bytes(spec.mem)} "
+        f"(mem={spec.mem}), peak usage {format_bytes(usage.peak_mem)}"
+    )
+
+
+def pids_text(spec: IsolationSpec, usage: Usage) -> str:
+    return (
+        f"pids limit hit: the sandbox may hold {spec.pids} processes and threads (pids={spec.pids}); "
+        f"{usage.pids_limit_hits} fork(s) were refused with EAGAIN"
+    )
+
+
+def describe_exit(status: int | None) -> str:
+    """'killed by signal 11 (SIGSEGV)' / 'exited with status 3'."""
+    if status is None:
+        return "did not exit"
+    import os
+
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return f"was killed by signal {sig} ({signal_name(sig)}){core}"
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status}"
+
+
+@dataclass
+class Stats:
+    """Session-wide isolation figures for the terminal summary."""
+
+    records: list[Record] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+
+    def summary_lines(self, top: int = 3) -> list[str]:
+        if not self.records:
+            return []
+        lines = [f"{len(self.records)} tests isolated"]
+        by_mem = sorted(
+            (r for r in self.records if r.usage.peak_mem is not None),
+            key=lambda r: r.usage.peak_mem or 0,
+            reverse=True,
+        )[:top]
+        if by_mem:
+            lines.append("top peak memory:")
+            lines += [f"  {format_bytes(r.usage.peak_mem):>10}  {r.nodeid}" for r in by_mem]
+        by_cpu = sorted(
+            self.records, key=lambda r: r.usage.cpu_user + r.usage.cpu_system, reverse=True
+        )[:top]
+        lines.append("top CPU time:")
+        lines += [
+            f"  {r.usage.cpu_user + r.usage.cpu_system:>8.3f} s  {r.nodeid}" for r in by_cpu
+        ]
+        events = []
+        for r in self.records:
+            if r.usage.oom_kills:
+                events.append(f"  OOM kill ({r.usage.oom_kills}x, limit {format_bytes(r.spec.mem)}): {r.nodeid}")
+            if r.event == "timeout":
+                events.append(f"  timeout after {format_seconds(r.spec.timeout or 0)}: {r.nodeid}")
+            if r.usage.pids_limit_hits:
+                events.append(f"  pids limit {r.spec.pids} hit: {r.nodeid}")
+            if r.event == "crash":
+                events.append(f"  crashed: {r.nodeid}")
+        if events:
+            lines.append("events:")
+            lines += events
+        return lines

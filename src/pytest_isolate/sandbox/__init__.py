@@ -1,0 +1,1 @@
+"""Inside the sandbox: namespaces, the filesystem snapshot, the network."""

@@ -1,0 +1,193 @@
+"""The sandbox's filesystem: an overlay snapshot of the host, entered with pivot_root.
+
+``plan_mounts`` is pure (it reads a parsed mountinfo); ``build_root`` runs as real
+root inside a fresh mount namespace (and a fresh pid namespace, for /proc).
+
+Kernel facts this depends on (see the design notes):
+- Without ``MS_REC|MS_PRIVATE`` on ``/`` first, mounts propagate back to the host
+  wherever ``/`` is shared (the systemd default).
+- An overlay with ``lowerdir=/`` shows the root filesystem only, not its submounts: every
+  other real filesystem gets its own overlay (never a read-write bind: writes would leak),
+  and /proc, /sys and /dev are mounted fresh.
+- A fresh proc can only be mounted while a fully visible proc is in the mount namespace
+  ("mount_too_revealing"), so it is mounted before the old root is detached.
+- pivot_root, not chroot: chroot is escapable with capabilities.
+- Pages written to the tmpfs upper layer are charged to the writer's memory cgroup, so
+  file writes count against the test's ``mem`` cap.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .. import _ffi
+from ..cgroups import MountEntry
+
+# Mounted fresh in the sandbox; anything the host mounts below them is not carried over.
+FRESH: Final = ("/proc", "/sys", "/dev")
+# Kernel interfaces rather than data: not reproduced outside the fresh trees.
+PSEUDO_FS: Final = frozenset(
+    {
+        "proc", "sysfs", "cgroup", "cgroup2", "devpts", "devtmpfs", "mqueue", "debugfs",
+        "tracefs", "securityfs", "pstore", "bpf", "configfs", "fusectl", "binfmt_misc",
+        "autofs", "efivarfs", "hugetlbfs", "rpc_pipefs", "nsfs", "selinuxfs",
+    }
+)  # fmt: skip
+# /proc entries that stay read-only inside: uid 0 in the sandbox is the global uid 0, and
+# sysctl writes and the sysrq trigger check the uid, not a capability.
+PROC_READONLY: Final = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+DEVICES: Final = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+                  ("urandom", 1, 9), ("tty", 5, 0))  # fmt: skip
+_FLAG_OPTIONS: Final = {
+    "ro": _ffi.MS_RDONLY,
+    "nosuid": _ffi.MS_NOSUID,
+    "nodev": _ffi.MS_NODEV,
+    "noexec": _ffi.MS_NOEXEC,
+}
+MAX_COPIED_FILE: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class MountStep:
+    """How one host mount is reproduced in the sandbox."""
+
+    kind: Literal["overlay", "bind-ro", "copy-file"]
+    path: str
+    flags: int
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def mount_flags(entry: MountEntry) -> int:
+    flags = 0
+    for option, flag in _FLAG_OPTIONS.items():
+        if option in entry.mount_options:
+            flags |= flag
+    return flags
+
+
+def plan_mounts(entries: Iterable[MountEntry], skip: Sequence[str] = ()) -> list[MountStep]:
+    """Steps for every host mount, parents before children; ``/`` first."""
+    top: dict[str, MountEntry] = {}
+    for entry in entries:  # later entries are mounted over earlier ones
+        top[entry.mount_point] = entry
+    steps = []
+    for path in sorted(top, key=lambda p: (p.count("/") if p != "/" else 0, p)):
+        entry = top[path]
+        if path == "/":
+            steps.append(MountStep("overlay", "/", mount_flags(entry) & ~_ffi.MS_RDONLY))
+            continue
+        if any(_under(path, fresh) for fresh in FRESH) or any(_under(path, s) for s in skip):
+            continue
+        if entry.fstype in PSEUDO_FS:
+            continue
+        flags = mount_flags(entry)
+        if os.path.isdir(path) or not os.path.exists(path):
+            kind: Literal["overlay", "bind-ro", "copy-file"] = (
+                "bind-ro" if flags & _ffi.MS_RDONLY else "overlay"
+            )
+        else:
+            kind = "copy-file"
+        steps.append(MountStep(kind, path, flags))
+    if not steps or steps[0].path != "/":
+        steps.insert(0, MountStep("overlay", "/", 0))
+    return steps
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
+
+
+def _overlay(lower: str, target: str, scratch: str, index: int, flags: int) -> None:
+    upper = f"{scratch}/u{index}"
+    work = f"{scratch}/w{index}"
+    os.mkdir(upper)
+    os.mkdir(work)
+    options = f"lowerdir={_escape(lower)},upperdir={upper},workdir={work}"
+    _ffi.mount("overlay", target, "overlay", flags, options)
+
+
+def _bind_readonly(source: str, target: str, extra: int = 0) -> None:
+    _ffi.mount(source, target, None, _ffi.MS_BIND | _ffi.MS_REC)
+    _ffi.mount(
+        None, target, None, _ffi.MS_BIND | _ffi.MS_REMOUNT | _ffi.MS_RDONLY | extra
+    )
+
+
+def _make_dev(dev: str) -> None:
+    nosuid = _ffi.MS_NOSUID
+    _ffi.mount("tmpfs", dev, "tmpfs", nosuid | _ffi.MS_NOEXEC, "mode=0755,size=64k")
+    for name, major, minor in DEVICES:
+        path = f"{dev}/{name}"
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(path, 0o666)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+                         ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")):  # fmt: skip
+        os.symlink(target, f"{dev}/{name}")
+    for name in ("pts", "shm", "mqueue"):
+        os.mkdir(f"{dev}/{name}", 0o755)
+    _ffi.mount("devpts", f"{dev}/pts", "devpts", nosuid | _ffi.MS_NOEXEC,
+               "newinstance,ptmxmode=0666,mode=0620")  # fmt: skip
+    _ffi.mount("shm", f"{dev}/shm", "tmpfs", nosuid | _ffi.MS_NODEV, "mode=1777")
+    try:
+        _ffi.mount("mqueue", f"{dev}/mqueue", "mqueue", nosuid | _ffi.MS_NODEV | _ffi.MS_NOEXEC)
+    except OSError:
+        os.rmdir(f"{dev}/mqueue")  # POSIX message queues not built into this kernel
+
+
+def build_root(scratch: str, steps: Sequence[MountStep]) -> list[str]:
+    """Build the snapshot under ``scratch`` and pivot into it.
+
+    Runs as real root in a fresh mount and pid namespace. Returns one line per host mount
+    that could not be reproduced faithfully (those are read-only or missing inside).
+    """
+    problems: list[str] = []
+    _ffi.mount(None, "/", None, _ffi.MS_REC | _ffi.MS_PRIVATE)
+    _ffi.mount("pytest-isolate", scratch, "tmpfs", _ffi.MS_NOSUID | _ffi.MS_NODEV, "mode=0700")
+    root = f"{scratch}/root"
+    os.mkdir(root)
+    for index, step in enumerate(steps):
+        target = root + step.path if step.path != "/" else root
+        try:
+            if step.kind == "overlay":
+                _overlay(step.path, target, scratch, index, step.flags)
+            elif step.kind == "bind-ro":
+                _bind_readonly(step.path, target, step.flags)
+            else:
+                copy = f"{scratch}/f{index}"
+                if os.path.getsize(step.path) > MAX_COPIED_FILE:
+                    _bind_readonly(step.path, target)
+                else:
+                    with open(step.path, "rb") as src, open(copy, "wb") as dst:
+                        dst.write(src.read())
+                    os.chmod(copy, stat.S_IMODE(os.stat(step.path).st_mode))
+                    _ffi.mount(copy, target, None, _ffi.MS_BIND)
+        except OSError as exc:
+            if step.path == "/":
+                raise
+            problems.append(f"{step.path}: {exc.strerror or exc}")
+            try:
+                _bind_readonly(step.path, target)
+                problems[-1] += " (read-only inside)"
+            except OSError:
+                problems[-1] += " (not visible inside)"
+    _make_dev(f"{root}/dev")
+    flags = _ffi.MS_NOSUID | _ffi.MS_NODEV | _ffi.MS_NOEXEC
+    _ffi.mount("sysfs", f"{root}/sys", "sysfs", flags | _ffi.MS_RDONLY)
+    _ffi.mount("proc", f"{root}/proc", "proc", flags)
+    for name in PROC_READONLY:
+        path = f"{root}/proc/{name}"
+        if os.path.exists(path):
+            _bind_readonly(path, path, flags)
+    os.chdir(root)
+    _ffi.pivot_root(".", ".")
+    _ffi.umount2(".", _ffi.MNT_DETACH)
+    os.chdir("/")
+    return problems

@@ -1,0 +1,73 @@
+"""Namespace steps, and the sandbox's pid 1.
+
+The sandbox is built ahead of time by an *init* process (pid 1 of a fresh pid
+namespace), so that the test process only has to join it:
+
+    init:  unshare(NS|NET|UTS|IPC) -> overlay + pivot_root -> lo up -> hostname
+           -> unshare(USER) (last: see below) -> wait, reaping orphans
+    test:  (forked by pytest into init's pid namespace)
+           join init's cgroups -> setns(NS|NET|UTS|IPC) -> hostname -> setns(USER)
+
+The user namespace is created after the mounts and owns none of the other
+namespaces: uid 0 inside holds no capability over the sandbox's mounts, network,
+hostname, the host's devices, modules or /proc/sys. (Creating it together with the
+other namespaces would make ``lowerdir=/`` fail, and would give the test the right
+to undo its own mounts.)
+
+pid 1 ignores every signal it has no handler for, even SIGTERM from outside, so
+init forwards the usual termination signals to the rest of the namespace. When
+init exits, the kernel kills everything left in the namespace: no daemon, orphan
+or grandchild of a test outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Final
+
+from .. import _ffi
+
+SANDBOX_NAMESPACES: Final = (
+    _ffi.CLONE_NEWNS | _ffi.CLONE_NEWNET | _ffi.CLONE_NEWUTS | _ffi.CLONE_NEWIPC
+)
+FORWARDED: Final = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# Maps every uid/gid to itself: files keep their owners, and root inside is uid 0.
+IDENTITY_MAP: Final = "0 0 4294967295\n"
+
+
+def write_id_maps(pid: int) -> None:
+    """Give ``pid``'s new user namespace the identity mapping (needs CAP_SETUID outside)."""
+    for name in ("uid_map", "gid_map"):
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, IDENTITY_MAP.encode())
+        finally:
+            os.close(fd)
+
+
+def set_hostname(name: str) -> None:
+    if socket.gethostname() != name:
+        socket.sethostname(name)
+
+
+def init_loop() -> None:
+    """pid 1: reap every child (orphans are reparented here), forward signals. Never returns."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the test itself
+    waited = {signal.SIGCHLD, *FORWARDED}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    while True:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo != signal.SIGCHLD:
+            try:
+                os.kill(-1, info.si_signo)  # everyone in the namespace but init
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,253 @@
+"""Marker, command line and ini values -> one frozen, validated ``IsolationSpec``.
+
+Pure functions only: nothing here touches the kernel. Precedence per key is
+marker, then command line, then ini, then the built-in default. Every error
+names where the bad value came from and the accepted form.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Final
+
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "IsolationSpec",
+    "SpecError",
+    "Settings",
+    "merge_marker_kwargs",
+    "parse_cpu",
+    "parse_hostname",
+    "parse_mem",
+    "parse_pids",
+    "parse_timeout",
+    "resolve_defaults",
+    "spec_from_marker",
+]
+
+
+class SpecError(ValueError):
+    """A bad isolation value; ``str()`` is a complete sentence naming its source."""
+
+
+@dataclass(frozen=True)
+class IsolationSpec:
+    """What one test asked for. ``None`` means "no cap"."""
+
+    cpu: float | None = None
+    """CPU bandwidth in CPUs: 0.3 is 30% of one CPU, 2 is two CPUs."""
+    mem: int | None = None
+    """Memory cap in bytes (swap may not extend it)."""
+    pids: int | None = 4096
+    """Maximum number of tasks (processes and threads) in the sandbox."""
+    timeout: float | None = None
+    """Seconds before the whole sandbox is killed."""
+    hostname: str = "isolated"
+    """The sandbox's hostname (its own UTS namespace)."""
+
+
+BUILTIN_DEFAULTS: Final = IsolationSpec()
+SPEC_KEYS: Final = tuple(f.name for f in fields(IsolationSpec))
+
+_NONE_WORDS = frozenset({"none", "max", "unlimited", "off"})
+
+CPU_FORM: Final = "a number of CPUs > 0, e.g. 0.3 (30% of one CPU) or 2, or None for no cap"
+MEM_FORM: Final = (
+    "bytes as an int, or a string like '128M', '1.5GiB', '500MB' "
+    "(K/M/G/T and KiB/MiB/GiB/TiB are binary, KB/MB/GB/TB decimal), or None for no cap"
+)
+PIDS_FORM: Final = "an int >= 1 (processes and threads), or None for no cap"
+TIMEOUT_FORM: Final = "seconds as a number > 0, e.g. 10 or 2.5, or None for no timeout"
+HOSTNAME_FORM: Final = "a hostname: 1-64 characters of letters, digits, '-' and '.'"
+
+# The CFS bandwidth controller refuses a quota below 1 ms per 100 ms period.
+MIN_CPU: Final = 0.01
+# A cap this small cannot even hold the forked Python interpreter's page tables.
+MIN_MEM: Final = 4 * 2**20
+
+_UNITS: Final[Mapping[str, int]] = {
+    "": 1,
+    "b": 1,
+    "k": 2**10,
+    "m": 2**20,
+    "g": 2**30,
+    "t": 2**40,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+_MEM_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
+
+
+def _is_none(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
+
+
+def _bad(source: str, key: str, value: object, form: str, why: str = "") -> SpecError:
+    reason = f" ({why})" if why else ""
+    return SpecError(f"{source}: invalid {key}={value!r}{reason}; expected {form}")
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def parse_cpu(value: object, source: str) -> float | None:
+    if _is_none(value):
+        return None
+    number = _number(value)
+    if number is None or not math.isfinite(number):
+        raise _bad(source, "cpu", value, CPU_FORM)
+    if number <= 0:
+        raise _bad(source, "cpu", value, CPU_FORM, "must be greater than 0")
+    if number < MIN_CPU:
+        raise _bad(source, "cpu", value, CPU_FORM, f"the kernel's smallest cap is {MIN_CPU}")
+    return number
+
+
+def parse_mem(value: object, source: str) -> int | None:
+    if _is_none(value):
+        return None
+    if isinstance(value, bool):
+        raise _bad(source, "mem", value, MEM_FORM)
+    if isinstance(value, int):
+        nbytes = value
+    elif isinstance(value, str):
+        match = _MEM_RE.match(value)
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise _bad(source, "mem", value, MEM_FORM)
+        nbytes = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    else:
+        raise _bad(source, "mem", value, MEM_FORM)
+    if nbytes < MIN_MEM:
+        raise _bad(source, "mem", value, MEM_FORM, "must be at least 4MiB")
+    return nbytes
+
+
+def parse_pids(value: object, source: str) -> int | None:
+    if _is_none(value):
+        return None
+    if isinstance(value, bool):
+        raise _bad(source, "pids", value, PIDS_FORM)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number: object = int(value.strip())
+    else:
+        number = value
+    if not isinstance(number, int):
+        raise _bad(source, "pids", value, PIDS_FORM)
+    if number < 1:
+        raise _bad(source, "pids", value, PIDS_FORM, "must be at least 1")
+    return number
+
+
+def parse_timeout(value: object, source: str) -> float | None:
+    if _is_none(value):
+        return None
+    number = _number(value)
+    if number is None or not math.isfinite(number):
+        raise _bad(source, "timeout", value, TIMEOUT_FORM)
+    if number <= 0:
+        raise _bad(source, "timeout", value, TIMEOUT_FORM, "must be greater than 0")
+    return number
+
+
+def parse_hostname(value: object, source: str) -> str:
+    if not isinstance(value, str) or not _HOSTNAME_RE.match(value):
+        raise _bad(source, "hostname", value, HOSTNAME_FORM)
+    return value
+
+
+_PARSERS: Final[Mapping[str, Any]] = {
+    "cpu": parse_cpu,
+    "mem": parse_mem,
+    "pids": parse_pids,
+    "timeout": parse_timeout,
+    "hostname": parse_hostname,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Session-wide isolation settings, resolved once in ``pytest_configure``."""
+
+    isolate_all: bool
+    disabled: bool
+    defaults: IsolationSpec
+
+
+def resolve_defaults(
+    cli: Mapping[str, object | None], ini: Mapping[str, object | None]
+) -> IsolationSpec:
+    """Per key: command line (``--isolate-KEY``), else ini (``isolate_KEY``), else built-in.
+
+    ``None`` or an empty string in the mappings means "not given".
+    """
+    values: dict[str, Any] = {}
+    for key in SPEC_KEYS:
+        parse = _PARSERS[key]
+        raw_cli = cli.get(key)
+        raw_ini = ini.get(key)
+        if raw_cli not in (None, ""):
+            values[key] = parse(raw_cli, f"command line option --isolate-{key}")
+        elif raw_ini not in (None, ""):
+            values[key] = parse(raw_ini, f"ini option isolate_{key}")
+    return replace(BUILTIN_DEFAULTS, **values)
+
+
+def merge_marker_kwargs(
+    markers: Iterable[tuple[tuple[object, ...], Mapping[str, object]]], source: str
+) -> dict[str, object]:
+    """Merge ``(args, kwargs)`` of the isolated markers, closest first (closest wins)."""
+    merged: dict[str, object] = {}
+    for args, kwargs in markers:
+        if args:
+            raise SpecError(
+                f"{source}: positional arguments are not accepted "
+                f"(got {', '.join(map(repr, args))}); use keyword arguments, "
+                f"e.g. @pytest.mark.isolated(cpu=0.5, mem='128M')"
+            )
+        unknown = sorted(set(kwargs) - set(SPEC_KEYS))
+        if unknown:
+            raise SpecError(
+                f"{source}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}; accepted: {', '.join(SPEC_KEYS)}"
+            )
+        for key, value in kwargs.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def spec_from_marker(kwargs: Mapping[str, object], defaults: IsolationSpec, source: str) -> IsolationSpec:
+    """Apply validated marker values over the session defaults."""
+    values = {key: _PARSERS[key](value, source) for key, value in kwargs.items()}
+    return replace(defaults, **values)
+
+
+def parse_bool(value: object, source: str) -> bool:
+    """Parse an ini boolean (``true/false/1/0/yes/no/on/off``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise SpecError(f"{source}: invalid value {value!r}; expected true or false")

@@ -1,0 +1,103 @@
+"""Framed messages from the test process to pytest, over one pipe.
+
+A frame is ``MAGIC kind length payload``: two magic bytes, one kind byte, a
+4-byte big-endian payload length, then a UTF-8 JSON payload. One parser, one
+error type: anything else on the pipe (a test writing to the pipe's fd, a child
+dying mid-frame) is a ``WireError``, never a hang or a mis-parse.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import struct
+from typing import Any, Final
+
+__all__ = ["Kind", "WireError", "Reader", "encode", "send"]
+
+MAGIC: Final = b"\xa7\x1e"
+HEADER: Final = struct.Struct(">2scI")
+MAX_PAYLOAD: Final = 256 * 2**20
+
+
+class Kind:
+    PHASE: Final = b"P"  # {"when": "setup" | "call" | "teardown"}
+    REPORT: Final = b"R"  # pytest_report_to_serializable(...)
+    WARNING: Final = b"W"  # a pytest_warning_recorded call
+    EXIT: Final = b"X"  # pytest.exit() was called: {"msg", "returncode"}
+    ERROR: Final = b"E"  # the plugin failed inside the test process: {"traceback"}
+    DONE: Final = b"D"  # the protocol finished normally
+
+    ALL: Final = frozenset({PHASE, REPORT, WARNING, EXIT, ERROR, DONE})
+
+
+class WireError(Exception):
+    """Bytes on the pipe that are not a well-formed frame."""
+
+
+def encode(kind: bytes, payload: Any) -> bytes:
+    data = json.dumps(payload, default=str, separators=(",", ":")).encode()
+    return HEADER.pack(MAGIC, kind, len(data)) + data
+
+
+def send(fd: int, kind: bytes, payload: Any) -> None:
+    """Write one whole frame (blocking; the reader drains concurrently)."""
+    view = memoryview(encode(kind, payload))
+    while view:
+        try:
+            written = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            continue
+        view = view[written:]
+
+
+class Reader:
+    """Incremental parser: ``feed`` bytes, get whole ``(kind, payload)`` messages."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def partial(self) -> bool:
+        """Whether a frame was started but not finished."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> list[tuple[bytes, Any]]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= HEADER.size:
+            magic, kind, length = HEADER.unpack_from(self._buf)
+            if magic != MAGIC or kind not in Kind.ALL:
+                raise WireError(f"unexpected bytes {bytes(self._buf[:16])!r}")
+            if length > MAX_PAYLOAD:
+                raise WireError(f"frame of {length} bytes is larger than {MAX_PAYLOAD}")
+            end = HEADER.size + length
+            if len(self._buf) < end:
+                break
+            try:
+                payload = json.loads(self._buf[HEADER.size : end])
+            except ValueError as exc:
+                raise WireError(f"undecodable frame: {exc}") from None
+            del self._buf[:end]
+            out.append((kind, payload))
+        return out
+
+
+def drain(fd: int, reader: Reader) -> tuple[list[tuple[bytes, Any]], bool]:
+    """Read what is buffered on a non-blocking fd; return messages and whether EOF was seen."""
+    out: list[tuple[bytes, Any]] = []
+    while True:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return out, False
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            raise
+        if not data:
+            return out, True
+        out += reader.feed(data)

@@ -1,0 +1,258 @@
+"""The sandbox builder: a small helper process, one per pytest process.
+
+It builds the *next* sandbox (cgroups, pid 1 of fresh namespaces, the overlay
+snapshot) while the current test runs, so the test process itself only has to
+be forked and join. It is started by ``pool.SandboxPool`` with ``python -I -S``
+(no site, no pytest: small, so its forks are cheap) and speaks JSON over a
+SOCK_SEQPACKET socket; each "ready" carries a pidfd of the sandbox's init.
+
+It dies with pytest: PR_SET_PDEATHSIG delivers SIGTERM, and the handler kills
+every sandbox and removes their cgroups. If it is killed outright, the next
+run's sweep removes what is left (every directory is named after its owner's
+pid and start time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from . import _ffi
+from .cgroups import CgroupBackend, Group, detect, parse_mountinfo, token_is_stale
+from .sandbox.filesystem import MountStep, build_root, plan_mounts
+from .sandbox.namespaces import SANDBOX_NAMESPACES, init_loop, set_hostname, write_id_maps
+from .sandbox.network import bring_up_loopback
+
+SCRATCH_PREFIX = "pytest-isolate-"
+DEFAULT_HOSTNAME = "isolated"
+
+
+@dataclass
+class Sandbox:
+    ident: int
+    pid: int
+    pidfd: int
+    group: Group | None
+    problems: list[str]
+
+
+class Zygote:
+    def __init__(self, sock: socket.socket, scratch: str) -> None:
+        self.sock = sock
+        self.scratch = scratch
+        with open("/proc/self/mountinfo") as f:
+            mounts = parse_mountinfo(f.read())
+        self.steps: list[MountStep] = plan_mounts(mounts, skip=[scratch])
+        self.backend: CgroupBackend | None = detect()
+        self.cgroup_error = ""
+        self.next_id = 0
+        self.spare: Sandbox | None = None
+        self.active: dict[int, Sandbox] = {}
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+    # -- building ---------------------------------------------------------------------------
+    def build(self) -> Sandbox:
+        self.next_id += 1
+        group = self.backend.create(str(self.next_id)) if self.backend is not None else None
+        r, w = os.pipe()
+        # Only our next child enters the new pid namespace, as its pid 1. Then return to our
+        # own: a second unshare(CLONE_NEWPID) is EINVAL while they differ.
+        _ffi.unshare(_ffi.CLONE_NEWPID)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                _ffi.setns(self.own_pidns, _ffi.CLONE_NEWPID)
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(r)
+            self._init_main(w)
+        os.close(w)
+        pidfd = os.pidfd_open(pid)
+        sandbox = Sandbox(self.next_id, pid, pidfd, group, [])
+        buf = b""
+        with os.fdopen(r, "rb") as pipe:
+            for line in pipe:
+                if line.startswith(b"U"):
+                    write_id_maps(pid)
+                elif line.startswith(b"R"):
+                    sandbox.problems = json.loads(line[1:])
+                    return sandbox
+                else:
+                    buf += line
+        self.destroy(sandbox)
+        raise RuntimeError(buf[1:].decode(errors="replace").strip() or "sandbox init died")
+
+    def _init_main(self, w: int) -> None:  # pragma: no cover - runs in the child
+        try:
+            _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.sock.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            _ffi.unshare(SANDBOX_NAMESPACES)
+            problems = build_root(self.scratch, self.steps)
+            bring_up_loopback()
+            set_hostname(DEFAULT_HOSTNAME)
+            _ffi.unshare(_ffi.CLONE_NEWUSER)
+            os.write(w, b"U\n")
+            _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
+            _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
+            os.write(w, b"R" + json.dumps(problems).encode() + b"\n")
+            os.close(w)
+            os.closerange(3, 1 << 16)
+            init_loop()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
+            try:
+                os.write(w, b"E" + f"{type(exc).__name__}: {exc}".encode() + b"\n")
+            finally:
+                os._exit(1)
+
+    def destroy(self, sandbox: Sandbox) -> list[int]:
+        """Kill the sandbox's init (the kernel then empties the namespace) and its cgroups."""
+        try:
+            signal.pidfd_send_signal(sandbox.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        # init's exit completes only once every process of its namespace has been reaped.
+        ready, _, _ = select.select([sandbox.pidfd], [], [], 30.0)
+        if ready:
+            os.waitpid(sandbox.pid, 0)
+        os.close(sandbox.pidfd)
+        leftovers: list[int] = []
+        if sandbox.group is not None:
+            leftovers = sorted(sandbox.group.pids())
+            sandbox.group.kill()
+            sandbox.group.remove()
+        return leftovers
+
+    # -- serving ----------------------------------------------------------------------------
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        data = json.dumps(message).encode()
+        if fds:
+            socket.send_fds(self.sock, [data], fds)
+        else:
+            self.sock.send(data)
+
+    def handle_get(self) -> None:
+        sandbox = self.spare
+        self.spare = None
+        if sandbox is None:
+            try:
+                sandbox = self.build()
+            except (OSError, RuntimeError) as exc:
+                self.send({"op": "error", "message": str(exc)})
+                return
+        self.active[sandbox.ident] = sandbox
+        group = sandbox.group
+        self.send(
+            {
+                "op": "ready",
+                "id": sandbox.ident,
+                "pid": sandbox.pid,
+                "cgroup": group.dirs() if group is not None else {},
+                "group": group.name if group is not None else "",
+                "problems": sandbox.problems,
+            },
+            [sandbox.pidfd],
+        )
+
+    def prepare_spare(self) -> None:
+        if self.spare is None:
+            try:
+                self.spare = self.build()
+            except (OSError, RuntimeError):
+                self.spare = None  # reported when a test asks for it
+
+    def handle_release(self, ident: int) -> None:
+        sandbox = self.active.pop(ident, None)
+        leftovers = self.destroy(sandbox) if sandbox is not None else []
+        self.send({"op": "released", "id": ident, "leftovers": leftovers})
+
+    def serve(self) -> None:
+        self.prepare_spare()
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                return
+            message = json.loads(data)
+            op = message["op"]
+            if op == "get":
+                self.handle_get()
+                self.prepare_spare()
+            elif op == "release":
+                self.handle_release(int(message["id"]))
+            elif op == "quit":
+                return
+
+    def close(self) -> None:
+        for sandbox in [*self.active.values(), *([self.spare] if self.spare else [])]:
+            try:
+                self.destroy(sandbox)
+            except OSError:
+                pass
+        self.active.clear()
+        self.spare = None
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+        try:
+            os.rmdir(self.scratch)
+        except OSError:
+            pass
+
+
+def sweep_scratch(base: str) -> None:
+    """Remove the (empty) mount-point directories of runs that are gone."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(SCRATCH_PREFIX) and token_is_stale(name[len(SCRATCH_PREFIX) :] + ".0"):
+            try:
+                os.rmdir(os.path.join(base, name))
+            except OSError:
+                pass
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.getppid() != config["parent"]:
+        return  # pytest died before we could ask to be told
+    sock = socket.socket(fileno=config["fd"])
+    base = config["scratch_base"]
+    sweep_scratch(base)
+    scratch = os.path.join(base, f"{SCRATCH_PREFIX}{os.getpid()}.{_start_time_token()}")
+    os.makedirs(scratch, mode=0o700, exist_ok=True)
+    zygote = Zygote(sock, scratch)
+    swept = zygote.backend.sweep() if zygote.backend is not None else []
+    zygote.send({"op": "hello", "swept": swept, "cgroup_version": getattr(zygote.backend, "version", 0),
+                 "controllers": sorted(getattr(zygote.backend, "controllers", ()))})  # fmt: skip
+    try:
+        zygote.serve()
+    finally:
+        zygote.close()
+
+
+def _start_time_token() -> str:
+    from .cgroups import owner_token
+
+    return owner_token().split(".", 1)[1]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+
