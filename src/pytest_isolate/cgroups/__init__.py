@@ -73,7 +73,7 @@ class Group(Protocol):
         """Processes in the group."""
 
     def procs_files(self) -> list[str]:
-        """The ``cgroup.procs`` files a process writes ``0`` to, to join the group."""
+        """The files a single-threaded process writes ``0`` to, to join the group."""
 
     def set_limits(self, limits: Limits) -> None: ...
 

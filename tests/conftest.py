@@ -1,0 +1,30 @@
+"""Shared fixtures and capability markers for the pytest-isolate test suite."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+IS_LINUX = sys.platform == "linux"
+IS_ROOT = IS_LINUX and os.geteuid() == 0
+HAS_CGROUP_V1 = IS_LINUX and all(
+    os.path.isdir(f"/sys/fs/cgroup/{c}") and os.access(f"/sys/fs/cgroup/{c}", os.W_OK)
+    for c in ("cpu", "cpuacct", "memory", "pids")
+)
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root on Linux (namespaces, mounts)")
+needs_cgroup_v1 = pytest.mark.skipif(
+    not (IS_ROOT and HAS_CGROUP_V1), reason="needs writable cgroup v1 cpu/cpuacct/memory/pids"
+)
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester):  # type: ignore[no-untyped-def]
+    """Run pytest in a subprocess (never fork the outer pytest) with -p no:cacheprovider."""
+
+    def _run(*args: str, timeout: float = 120) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+
+    return _run

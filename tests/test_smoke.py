@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+
+from conftest import needs_root
+
+
+@needs_root
+def test_isolated_marker_runs_in_sandbox(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.isolated
+        def test_pid():
+            assert os.getpid() == 2
+        """
+    )
+    result = run()
+    result.assert_outcomes(passed=1)
