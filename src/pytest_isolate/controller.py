@@ -85,11 +85,24 @@ def _fork_into(lease: Lease, session: Session) -> int:
     return pid
 
 
+def _restore_tuples(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no tuples; pytest's report fields that are tuples become lists on the wire."""
+    if isinstance(data.get("location"), list):
+        data["location"] = tuple(data["location"])
+    if isinstance(data.get("longrepr"), list):
+        data["longrepr"] = tuple(data["longrepr"])  # (path, lineno, reason) of a skip
+    for key in ("sections", "user_properties"):
+        if isinstance(data.get(key), list):
+            data[key] = [tuple(x) if isinstance(x, list) else x for x in data[key]]
+    return data
+
+
 def _handle(run: _Run, config: pytest.Config, kind: bytes, payload: Any) -> None:
     if kind == wire.Kind.PHASE:
         run.phase = payload["when"]
     elif kind == wire.Kind.REPORT:
-        report = config.hook.pytest_report_from_serializable(config=config, data=payload)
+        data = _restore_tuples(payload)
+        report = config.hook.pytest_report_from_serializable(config=config, data=data)
         run.reports.append(report)
     elif kind == wire.Kind.WARNING:
         run.warnings.append(payload)
