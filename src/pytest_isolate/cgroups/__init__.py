@@ -157,7 +157,10 @@ def _start_time(pid: int, proc: str = "/proc") -> str | None:
     except OSError:
         return None
     # Field 22 (starttime); the command name (field 2) may hold spaces and parens.
-    return stat.rsplit(b")", 1)[1].split()[19].decode()
+    fields = stat.rsplit(b")", 1)[1].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # a zombie no longer owns anything (its parent may reap it late)
+    return fields[19].decode()
 
 
 def owner_token(pid: int | None = None, proc: str = "/proc") -> str:

@@ -1,0 +1,180 @@
+"""End to end: nothing leaks, Ctrl-C cleans up, and a killed run is swept by the next."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from conftest import needs_cgroup_v1
+
+pytestmark = needs_cgroup_v1
+
+CGROUP_GLOB = "/sys/fs/cgroup/*/pytest-isolate/*"
+
+
+def _our_cgroups() -> set[str]:
+    return {d for d in glob.glob(CGROUP_GLOB) if os.path.isdir(d)}
+
+
+def _mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return sorted(" ".join(line.split()[3:5]) for line in f)
+
+
+def _processes_with(tag: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if tag in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:  # gone, or a zombie: no command line
+            pass
+    return found
+
+
+def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
+    pytester.makepyfile(
+        f"""
+        import os, subprocess, pytest, psutil
+
+        FDS = {{}}
+
+        def fds():
+            return sorted(os.listdir("/proc/self/fd"))
+
+        @pytest.mark.isolated
+        def test_0_warm_up():
+            pass
+
+        def test_1_record():
+            FDS["before"] = fds()
+
+        @pytest.mark.isolated
+        @pytest.mark.parametrize("i", range(300))
+        def test_2_many(i):
+            # a daemon, an orphan, a zombie, some memory and an open file per test
+            subprocess.Popen(["sleep", "{tag}"], start_new_session=True)
+            if os.fork() == 0:
+                os._exit(0)
+            open(f"/tmp/leak-{{i}}", "w").write("x" * 10000)
+
+        def test_3_check():
+            assert fds() == FDS["before"]
+            me = psutil.Process()
+            children = me.children()
+            assert len(children) == 1, children  # only the sandbox builder
+            assert children[0].status() != psutil.STATUS_ZOMBIE
+            spare = children[0].children()
+            assert len(spare) <= 1, spare  # the next sandbox, built ahead
+        """
+    )
+    mounts_before = _mounts()
+    cgroups_before = _our_cgroups()
+    result = run("-q", timeout=300)
+    result.assert_outcomes(passed=303)
+    assert _processes_with(tag) == []
+    assert _mounts() == mounts_before
+    assert _our_cgroups() <= cgroups_before  # (a stale one may have been swept meanwhile)
+    assert not glob.glob("/tmp/leak-*")
+
+
+def _start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", *args],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} not seen in {lines}")
+
+
+SLEEPER = """
+import subprocess, sys, time, pytest
+
+@pytest.mark.isolated
+def test_sleeps():
+    subprocess.Popen(["sleep", "{tag}"])
+    print("sandbox running", flush=True)
+    time.sleep(60)
+
+def test_after():
+    pass
+"""
+
+
+def test_ctrl_c_kills_the_sandbox_and_removes_cgroups(pytester: pytest.Pytester) -> None:
+    tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
+    pytester.makepyfile(SLEEPER.format(tag=tag))
+    proc = _start(pytester)
+    try:
+        _wait_for_line(proc, "sandbox running")
+        owner = f"{proc.pid}."
+        assert any(os.path.basename(d).startswith(owner) for d in _our_cgroups()) or _our_cgroups()
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out
+    assert "1 passed" not in out  # test_after never ran
+    time.sleep(0.2)
+    assert _processes_with(tag) == []
+    builder_dirs = [d for d in _our_cgroups() if not psutil.pid_exists(int(os.path.basename(d).split(".")[0]))]
+    assert builder_dirs == []
+
+
+def test_killed_run_is_swept_by_the_next(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+    tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
+    pytester.makepyfile(SLEEPER.format(tag=tag))
+    before = _our_cgroups()
+    proc = _start(pytester)
+    try:
+        _wait_for_line(proc, "sandbox running")
+        builders = [
+            c.pid for c in psutil.Process(proc.pid).children()
+            if "pytest_isolate.zygote" in " ".join(c.cmdline())
+        ]  # fmt: skip
+        assert len(builders) == 1
+        # Kill pytest and its sandbox builder outright: nobody gets to clean up.
+        for pid in (proc.pid, *builders):
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    time.sleep(0.5)
+    stale = _our_cgroups() - before
+    assert stale, "a killed run leaves its cgroups behind"
+    assert _processes_with(tag) == []  # the sandbox died with its builder (PDEATHSIG)
+    pytester.makepyfile(test_other="import pytest\n\n@pytest.mark.isolated\ndef test_x():\n    pass\n")
+    run("test_other.py").assert_outcomes(passed=1)
+    assert not (_our_cgroups() & stale)

@@ -1,0 +1,593 @@
+"""Unit tests for ``pytest_isolate.spec``: value parsing, precedence and marker merging."""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_isolate.spec import (
+    BUILTIN_DEFAULTS,
+    CPU_FORM,
+    HOSTNAME_FORM,
+    MEM_FORM,
+    MIN_MEM,
+    PIDS_FORM,
+    SPEC_KEYS,
+    TIMEOUT_FORM,
+    IsolationSpec,
+    SpecError,
+    merge_marker_kwargs,
+    parse_bool,
+    parse_cpu,
+    parse_hostname,
+    parse_mem,
+    parse_pids,
+    parse_timeout,
+    resolve_defaults,
+    spec_from_marker,
+)
+
+SRC = "@pytest.mark.isolated on test_x.py::test_y"
+MiB = 2**20
+GiB = 2**30
+
+
+def _raises(exc: pytest.ExceptionInfo[SpecError]) -> str:
+    return str(exc.value)
+
+
+# -- the spec itself ---------------------------------------------------------------------------
+
+
+def test_builtin_defaults() -> None:
+    assert BUILTIN_DEFAULTS == IsolationSpec(
+        cpu=None, mem=None, pids=4096, timeout=None, hostname="isolated"
+    )
+    assert SPEC_KEYS == ("cpu", "mem", "pids", "timeout", "hostname")
+
+
+def test_spec_is_frozen() -> None:
+    spec = IsolationSpec()
+    with pytest.raises(FrozenInstanceError):
+        spec.cpu = 1.0  # type: ignore[misc]
+
+
+def test_spec_error_is_value_error() -> None:
+    assert issubclass(SpecError, ValueError)
+
+
+def test_forms_name_the_accepted_values() -> None:
+    assert CPU_FORM == (
+        "a number of CPUs > 0, e.g. 0.3 (30% of one CPU) or 2, or None for no cap"
+    )
+    assert MEM_FORM == (
+        "bytes as an int, or a string like '128M', '1.5GiB', '500MB' "
+        "(K/M/G/T and KiB/MiB/GiB/TiB are binary, KB/MB/GB/TB decimal), or None for no cap"
+    )
+    assert PIDS_FORM == "an int >= 1 (processes and threads), or None for no cap"
+    assert TIMEOUT_FORM == "seconds as a number > 0, e.g. 10 or 2.5, or None for no timeout"
+    assert HOSTNAME_FORM == "a hostname: 1-64 characters of letters, digits, '-' and '.'"
+
+
+# -- cpu -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.3, 0.3),
+        (2, 2.0),
+        ("0.3", 0.3),
+        (" 2 ", 2.0),
+        ("1.5", 1.5),
+        (0.01, 0.01),
+        (64, 64.0),
+        (None, None),
+        ("none", None),
+        ("None", None),
+        (" NONE ", None),
+        ("max", None),
+        ("unlimited", None),
+        ("off", None),
+    ],
+)
+def test_parse_cpu_accepts(value: object, expected: float | None) -> None:
+    result = parse_cpu(value, SRC)
+    assert result == expected
+    if expected is not None:
+        assert type(result) is float
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, " (must be greater than 0)"),
+        (-1, " (must be greater than 0)"),
+        ("0", " (must be greater than 0)"),
+        (-0.5, " (must be greater than 0)"),
+        (0.001, " (the kernel's smallest cap is 0.01)"),
+        ("0.009", " (the kernel's smallest cap is 0.01)"),
+        (True, ""),
+        (False, ""),
+        ("abc", ""),
+        ("", ""),
+        ([1], ""),
+        (float("nan"), ""),
+        (float("inf"), ""),
+        ("inf", ""),
+    ],
+)
+def test_parse_cpu_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_cpu(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid cpu={value!r}{reason}; expected {CPU_FORM}"
+
+
+def test_parse_cpu_message_exact() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_cpu(0, "command line option --isolate-cpu")
+    assert str(exc.value) == (
+        "command line option --isolate-cpu: invalid cpu=0 (must be greater than 0); "
+        "expected a number of CPUs > 0, e.g. 0.3 (30% of one CPU) or 2, or None for no cap"
+    )
+
+
+# -- mem -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (GiB, GiB),
+        (MIN_MEM, MIN_MEM),
+        ("4194304", 4 * MiB),
+        ("4194304B", 4 * MiB),
+        ("4096K", 4 * MiB),
+        ("4096k", 4 * MiB),
+        ("4096KiB", 4 * MiB),
+        ("5000KB", 5_000_000),
+        ("128M", 128 * MiB),
+        ("128m", 128 * MiB),
+        ("128MiB", 128 * MiB),
+        ("128mib", 128 * MiB),
+        ("500MB", 500_000_000),
+        ("1G", GiB),
+        ("1GiB", GiB),
+        ("1GB", 1_000_000_000),
+        ("1.5GiB", 1_610_612_736),
+        ("1.5G", 1_610_612_736),
+        (".5G", 512 * MiB),
+        ("0.5 GiB", 512 * MiB),
+        (" 128 M ", 128 * MiB),
+        ("2.5GB", 2_500_000_000),
+        ("1T", 2**40),
+        ("1TiB", 2**40),
+        ("1TB", 10**12),
+        ("1tb", 10**12),
+        (None, None),
+        ("none", None),
+        ("None", None),
+        ("max", None),
+        ("unlimited", None),
+    ],
+)
+def test_parse_mem_accepts(value: object, expected: int | None) -> None:
+    result = parse_mem(value, SRC)
+    assert result == expected
+    if expected is not None:
+        assert type(result) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("12 parsecs", ""),
+        ("12 PB", ""),
+        ("1e9", ""),
+        ("-5M", ""),
+        ("M", ""),
+        ("", ""),
+        ("1.2.3M", ""),
+        (True, ""),
+        (False, ""),
+        ([1], ""),
+        (1.5 * GiB, ""),
+        (MIN_MEM - 1, " (must be at least 4MiB)"),
+        (0, " (must be at least 4MiB)"),
+        (-GiB, " (must be at least 4MiB)"),
+        ("1M", " (must be at least 4MiB)"),
+        ("4095K", " (must be at least 4MiB)"),
+        ("4MB", " (must be at least 4MiB)"),
+    ],
+)
+def test_parse_mem_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_mem(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid mem={value!r}{reason}; expected {MEM_FORM}"
+
+
+def test_parse_mem_message_exact() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_mem("12 parsecs", "ini option isolate_mem")
+    message = str(exc.value)
+    assert message.startswith("ini option isolate_mem: invalid mem='12 parsecs'; expected bytes")
+    assert "expected" in message and "mem=" in message and "'1.5GiB'" in message
+
+
+_BINARY = {"": 1, "B": 1, "K": 2**10, "KiB": 2**10, "M": 2**20, "MiB": 2**20, "G": 2**30,
+           "GiB": 2**30, "T": 2**40, "TiB": 2**40}  # fmt: skip
+_DECIMAL = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_ALL_UNITS = {**_BINARY, **_DECIMAL}
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    unit=st.sampled_from(sorted(_ALL_UNITS)),
+    data=st.data(),
+    lower=st.booleans(),
+    spaced=st.booleans(),
+)
+def test_parse_mem_integer_round_trip(unit: str, data: st.DataObject, lower: bool, spaced: bool) -> None:
+    factor = _ALL_UNITS[unit]
+    # Whole numbers of a unit, up to 2**53 bytes (8 PiB): all exact.
+    count = data.draw(st.integers(min_value=-(-MIN_MEM // factor), max_value=2**53 // factor))
+    text = f"{count}{' ' if spaced else ''}{unit.lower() if lower else unit}"
+    assert parse_mem(text, SRC) == count * factor
+    assert parse_mem(count * factor, SRC) == count * factor
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    unit=st.sampled_from(sorted(_BINARY)),
+    halves=st.integers(min_value=8 * 2**20, max_value=2**40),
+)
+def test_parse_mem_binary_halves_round_trip(unit: str, halves: int) -> None:
+    # n + 0.5 of a binary unit is exactly representable: no rounding may creep in.
+    factor = _BINARY[unit]
+    if factor == 1:
+        return  # half a byte: truncation, covered elsewhere
+    text = f"{halves // 2}.{5 if halves % 2 else 0}{unit}"
+    assert parse_mem(text, SRC) == halves * factor // 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: parse_mem multiplies a float, so decimal fractions and huge byte counts "
+    "are off (8.2MB -> 8199999); see the report",
+)
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("8.2MB", 8_200_000),
+        ("64.1MB", 64_100_000),
+        ("9007199254740993", 9_007_199_254_740_993),
+    ],
+)
+def test_parse_mem_decimal_fraction_exact(value: str, expected: int) -> None:
+    assert parse_mem(value, SRC) == expected
+
+
+# -- pids ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1, 1),
+        (4096, 4096),
+        ("64", 64),
+        (" 64 ", 64),
+        ("+64", 64),
+        (None, None),
+        ("none", None),
+        ("max", None),
+        ("off", None),
+    ],
+)
+def test_parse_pids_accepts(value: object, expected: int | None) -> None:
+    result = parse_pids(value, SRC)
+    assert result == expected
+    if expected is not None:
+        assert type(result) is int
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (-1, " (must be at least 1)"),
+        (0, " (must be at least 1)"),
+        ("0", " (must be at least 1)"),
+        ("-3", " (must be at least 1)"),
+        (1.5, ""),
+        (2.0, ""),
+        ("1.5", ""),
+        ("abc", ""),
+        ("", ""),
+        (True, ""),
+        (False, ""),
+        ([4], ""),
+    ],
+)
+def test_parse_pids_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_pids(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid pids={value!r}{reason}; expected {PIDS_FORM}"
+
+
+# -- timeout -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (10, 10.0),
+        (2.5, 2.5),
+        ("2.5", 2.5),
+        (" 10 ", 10.0),
+        (0.001, 0.001),
+        (None, None),
+        ("none", None),
+        ("off", None),
+    ],
+)
+def test_parse_timeout_accepts(value: object, expected: float | None) -> None:
+    result = parse_timeout(value, SRC)
+    assert result == expected
+    if expected is not None:
+        assert type(result) is float
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (0, " (must be greater than 0)"),
+        (-1, " (must be greater than 0)"),
+        ("0", " (must be greater than 0)"),
+        ("x", ""),
+        ("", ""),
+        (True, ""),
+        (float("inf"), ""),
+        (float("nan"), ""),
+        ({"s": 1}, ""),
+    ],
+)
+def test_parse_timeout_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_timeout(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid timeout={value!r}{reason}; expected {TIMEOUT_FORM}"
+
+
+# -- hostname ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["isolated", "a", "A1", "my-host.example.org", "x" * 64, "a-b", "1.2.3.4"],
+)
+def test_parse_hostname_accepts(value: str) -> None:
+    assert parse_hostname(value, SRC) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["bad name", "", "x" * 70, "x" * 65, "-lead", "trail-", ".dot", "under_score", "tab\there",
+     None, 5, b"host"],
+)  # fmt: skip
+def test_parse_hostname_rejects(value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_hostname(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid hostname={value!r}; expected {HOSTNAME_FORM}"
+
+
+def test_parse_hostname_message_exact() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_hostname("bad name", "ini option isolate_hostname")
+    assert str(exc.value) == (
+        "ini option isolate_hostname: invalid hostname='bad name'; "
+        "expected a hostname: 1-64 characters of letters, digits, '-' and '.'"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="src bug: _HOSTNAME_RE ends in '$', which also matches before a trailing newline",
+)
+def test_parse_hostname_rejects_trailing_newline() -> None:
+    with pytest.raises(SpecError):
+        parse_hostname("host\n", SRC)
+
+
+# -- resolve_defaults ------------------------------------------------------------------------------
+
+
+def test_resolve_defaults_nothing_given() -> None:
+    assert resolve_defaults({}, {}) == BUILTIN_DEFAULTS
+    empty: dict[str, object | None] = {key: "" for key in SPEC_KEYS}
+    nones: dict[str, object | None] = {key: None for key in SPEC_KEYS}
+    assert resolve_defaults(empty, empty) == BUILTIN_DEFAULTS
+    assert resolve_defaults(nones, empty) == BUILTIN_DEFAULTS
+
+
+def test_resolve_defaults_cli_over_ini_over_builtin() -> None:
+    cli: dict[str, object | None] = {"cpu": "0.5", "mem": "1G", "pids": "", "timeout": None}
+    ini: dict[str, object | None] = {
+        "cpu": "2",
+        "mem": "512M",
+        "pids": "64",
+        "timeout": "30",
+        "hostname": "",
+    }
+    assert resolve_defaults(cli, ini) == IsolationSpec(
+        cpu=0.5, mem=GiB, pids=64, timeout=30.0, hostname="isolated"
+    )
+
+
+def test_resolve_defaults_ini_only() -> None:
+    ini: dict[str, object | None] = {"mem": "512M", "hostname": "box", "pids": "none"}
+    assert resolve_defaults({}, ini) == IsolationSpec(mem=512 * MiB, pids=None, hostname="box")
+
+
+def test_resolve_defaults_none_word_overrides_builtin() -> None:
+    assert resolve_defaults({"pids": "none"}, {"pids": "10"}).pids is None
+
+
+def test_resolve_defaults_cli_error_names_the_option() -> None:
+    with pytest.raises(SpecError) as exc:
+        resolve_defaults({"mem": "huge"}, {"mem": "1G"})
+    assert str(exc.value) == (
+        f"command line option --isolate-mem: invalid mem='huge'; expected {MEM_FORM}"
+    )
+
+
+def test_resolve_defaults_ini_error_names_the_option() -> None:
+    with pytest.raises(SpecError) as exc:
+        resolve_defaults({"mem": ""}, {"mem": "12 parsecs"})
+    assert str(exc.value) == (
+        f"ini option isolate_mem: invalid mem='12 parsecs'; expected {MEM_FORM}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "bad", "form"),
+    [("cpu", "0", CPU_FORM), ("pids", "-1", PIDS_FORM), ("timeout", "x", TIMEOUT_FORM),
+     ("hostname", "bad name", HOSTNAME_FORM)],
+)  # fmt: skip
+def test_resolve_defaults_error_sources_per_key(key: str, bad: str, form: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        resolve_defaults({key: bad}, {})
+    assert str(exc.value).startswith(f"command line option --isolate-{key}: invalid {key}=")
+    assert str(exc.value).endswith(f"; expected {form}")
+    with pytest.raises(SpecError) as exc:
+        resolve_defaults({}, {key: bad})
+    assert str(exc.value).startswith(f"ini option isolate_{key}: invalid {key}=")
+    assert str(exc.value).endswith(f"; expected {form}")
+
+
+def test_resolve_defaults_ini_is_not_read_when_cli_given() -> None:
+    # Precedence is per key: a command line value makes the ini value irrelevant.
+    assert resolve_defaults({"mem": "1G"}, {"mem": "garbage"}).mem == GiB
+
+
+# -- merge_marker_kwargs -------------------------------------------------------------------------
+
+
+def test_merge_closest_marker_wins_per_key() -> None:
+    markers: list[tuple[tuple[object, ...], dict[str, object]]] = [
+        ((), {"cpu": 0.5}),  # on the function (closest)
+        ((), {"cpu": 1, "mem": "1G"}),  # on the class
+        ((), {"mem": "2G", "timeout": 5, "cpu": 4}),  # on the module
+    ]
+    assert merge_marker_kwargs(markers, SRC) == {"cpu": 0.5, "mem": "1G", "timeout": 5}
+
+
+def test_merge_keeps_explicit_none_from_closest() -> None:
+    markers: list[tuple[tuple[object, ...], dict[str, object]]] = [
+        ((), {"timeout": None}),
+        ((), {"timeout": 5}),
+    ]
+    assert merge_marker_kwargs(markers, SRC) == {"timeout": None}
+
+
+def test_merge_no_markers_and_bare_markers() -> None:
+    assert merge_marker_kwargs([], SRC) == {}
+    assert merge_marker_kwargs(iter([((), {}), ((), {})]), SRC) == {}
+
+
+def test_merge_rejects_positional_arguments() -> None:
+    with pytest.raises(SpecError) as exc:
+        merge_marker_kwargs([((), {"cpu": 1}), (("1G",), {})], SRC)
+    assert str(exc.value) == (
+        f"{SRC}: positional arguments are not accepted (got '1G'); use keyword arguments, "
+        "e.g. @pytest.mark.isolated(cpu=0.5, mem='128M')"
+    )
+
+
+def test_merge_rejects_several_positional_arguments() -> None:
+    with pytest.raises(SpecError) as exc:
+        merge_marker_kwargs([((0.5, "1G"), {"pids": 3})], SRC)
+    assert "(got 0.5, '1G')" in str(exc.value)
+    assert "use keyword arguments" in str(exc.value)
+
+
+def test_merge_rejects_unknown_argument() -> None:
+    with pytest.raises(SpecError) as exc:
+        merge_marker_kwargs([((), {"memory": "1G", "cpu": 1})], SRC)
+    assert str(exc.value) == (
+        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname"
+    )
+
+
+def test_merge_rejects_unknown_arguments_sorted() -> None:
+    with pytest.raises(SpecError) as exc:
+        merge_marker_kwargs([((), {}), ((), {"memory": 1, "cpus": 2})], SRC)
+    assert str(exc.value) == (
+        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname"
+    )
+
+
+# -- spec_from_marker ----------------------------------------------------------------------------
+
+
+def test_spec_from_marker_applies_over_defaults() -> None:
+    defaults = IsolationSpec(cpu=2.0, pids=10, timeout=5.0, hostname="ci")
+    kwargs: dict[str, object] = {"cpu": "0.5", "mem": "128M", "hostname": "box"}
+    assert spec_from_marker(kwargs, defaults, SRC) == IsolationSpec(
+        cpu=0.5, mem=128 * MiB, pids=10, timeout=5.0, hostname="box"
+    )
+
+
+def test_spec_from_marker_none_removes_a_default_cap() -> None:
+    defaults = IsolationSpec(timeout=5.0, pids=10)
+    spec = spec_from_marker({"timeout": None, "pids": "none"}, defaults, SRC)
+    assert spec == IsolationSpec(timeout=None, pids=None)
+
+
+def test_spec_from_marker_empty_returns_defaults() -> None:
+    defaults = IsolationSpec(mem=GiB)
+    assert spec_from_marker({}, defaults, SRC) == defaults
+
+
+def test_spec_from_marker_error_names_marker() -> None:
+    with pytest.raises(SpecError) as exc:
+        spec_from_marker({"cpu": 0}, BUILTIN_DEFAULTS, SRC)
+    assert str(exc.value) == (
+        f"{SRC}: invalid cpu=0 (must be greater than 0); expected {CPU_FORM}"
+    )
+
+
+# -- parse_bool ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, True),
+        (False, False),
+        ("1", True),
+        ("true", True),
+        ("True", True),
+        (" YES ", True),
+        ("on", True),
+        (1, True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("off", False),
+        ("", False),
+        (0, False),
+    ],
+)
+def test_parse_bool(value: object, expected: bool) -> None:
+    assert parse_bool(value, "ini option isolate_all") is expected
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", 2, "tru"])
+def test_parse_bool_rejects(value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_bool(value, "ini option isolate_all")
+    assert str(exc.value) == (
+        f"ini option isolate_all: invalid value {value!r}; expected true or false"
+    )
