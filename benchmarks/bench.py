@@ -133,10 +133,7 @@ def generate_work(root: Path, n: int, files: int) -> None:
     (root / "pytest.ini").write_text(PYTEST_INI)
     for k, chunk in enumerate(_split(n, files)):
         body = [WORK_HEADER]
-        body.extend(
-            f"\n\ndef test_work_{i}(tmp_path):\n    _work({i}, tmp_path)\n"
-            for i in chunk
-        )
+        body.extend(f"\n\ndef test_work_{i}(tmp_path):\n    _work({i}, tmp_path)\n" for i in chunk)
         (root / f"test_work_{k:02d}.py").write_text("".join(body))
 
 
@@ -176,9 +173,7 @@ def child_env() -> dict[str, str]:
 def parse_summary(output: str) -> dict[str, int] | None:
     """Counts from pytest's final ``N passed, M failed in X.XXs`` line."""
     for line in reversed(output.splitlines()):
-        if SUMMARY_LINE.search(line) and (
-            SUMMARY_COUNT.search(line) or "no tests ran" in line
-        ):
+        if SUMMARY_LINE.search(line) and (SUMMARY_COUNT.search(line) or "no tests ran" in line):
             counts: dict[str, int] = {}
             for number, word in SUMMARY_COUNT.findall(line):
                 key = {"error": "errors", "warning": "warnings"}.get(word, word)
@@ -209,8 +204,7 @@ def run_once(cmd: Command, suite: Suite, timeout: float) -> float:
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(
-            f"[{suite.name}/{cmd.name}] timed out after {timeout:.0f}s: "
-            f"{shlex.join(argv)}"
+            f"[{suite.name}/{cmd.name}] timed out after {timeout:.0f}s: {shlex.join(argv)}"
         ) from exc
     elapsed = time.perf_counter() - start
 
@@ -222,9 +216,7 @@ def run_once(cmd: Command, suite: Suite, timeout: float) -> float:
         problems.append("no pytest summary line found in the output")
     else:
         if counts.get("passed", 0) != suite.ntests:
-            problems.append(
-                f"{counts.get('passed', 0)} passed, expected {suite.ntests}"
-            )
+            problems.append(f"{counts.get('passed', 0)} passed, expected {suite.ntests}")
         others = {k: v for k, v in counts.items() if k not in ("passed", "warnings")}
         if others:
             problems.append(f"unexpected outcomes: {others}")
@@ -257,11 +249,7 @@ def bench_suite(
     total = warmup + runs
     for r in range(total):
         is_warmup = r < warmup
-        label = (
-            f"warmup {r + 1}/{warmup}"
-            if is_warmup
-            else f"round {r - warmup + 1}/{runs}"
-        )
+        label = f"warmup {r + 1}/{warmup}" if is_warmup else f"round {r - warmup + 1}/{runs}"
         parts: list[str] = []
         for name in round_order(r):
             elapsed = run_once(commands[name], suite, timeout)
@@ -279,11 +267,21 @@ PROBE = """\
 import json, sys
 from importlib import metadata
 info = {"python": sys.version.split()[0], "executable": sys.executable}
-for dist in ("pytest", "pytest-forked", "pytest-isolate"):
-    try:
-        info[dist] = metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        info[dist] = None
+owners = metadata.packages_distributions()
+for key, module in (
+    ("pytest", "pytest"),
+    ("pytest-forked", "pytest_forked"),
+    ("pytest-isolate", "pytest_isolate"),
+):
+    # The installed version of whichever distribution provides the module.
+    version = None
+    for dist in owners.get(module, []):
+        try:
+            version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            pass
+    info[key] = version
 print(json.dumps(info))
 """
 
@@ -297,6 +295,7 @@ def probe_python(python: str) -> dict[str, str | None]:
             check=False,
             timeout=120,
             env=child_env(),
+            cwd=tempfile.gettempdir(),
         )
     except OSError as exc:
         die(f"cannot run interpreter {python!r}: {exc}")
@@ -314,8 +313,14 @@ def _venv_ready(python: Path) -> bool:
         "import pytest, pytest_forked, pytest_isolate; "
         f"assert pytest.__version__ == {want!r}, pytest.__version__"
     )
+    # Neutral cwd: `python -c` puts the cwd on sys.path.
     proc = subprocess.run(
-        [str(python), "-c", check], capture_output=True, text=True, check=False
+        [str(python), "-c", check],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=python.parent,
+        env=child_env(),
     )
     return proc.returncode == 0
 
@@ -347,10 +352,7 @@ def setup_venvs(base: Path, repo: Path) -> str:
     _checked([*pip, *PYTEST8_SPECS])
     _checked([*pip, "-e", str(repo)])
     if not _venv_ready(python):
-        die(
-            f"{python} still cannot import {PYTEST8_SPECS[0]}, pytest_forked"
-            " and pytest_isolate"
-        )
+        die(f"{python} still cannot import {PYTEST8_SPECS[0]}, pytest_forked and pytest_isolate")
     return str(python)
 
 
@@ -586,9 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         PLAIN: Command(PLAIN, pythons[PLAIN], ()),
         FORKED: Command(FORKED, pythons[FORKED], ("--forked",)),
-        ISOLATE: Command(
-            ISOLATE, pythons[ISOLATE], tuple(shlex.split(args.isolate_args))
-        ),
+        ISOLATE: Command(ISOLATE, pythons[ISOLATE], tuple(shlex.split(args.isolate_args))),
     }
 
     probes: dict[str, dict[str, str | None]] = {}
@@ -598,9 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"bench.py: {runs} timed runs (+{args.warmup} warm-up) per command, "
         f"round-robin; {os.cpu_count()} CPUs; {platform.platform()}"
     )
-    pytest_versions = {
-        name: probes[pythons[name]].get("pytest") for name in COMMAND_NAMES
-    }
+    pytest_versions = {name: probes[pythons[name]].get("pytest") for name in COMMAND_NAMES}
     for name in COMMAND_NAMES:
         info = probes[pythons[name]]
         plugin = {FORKED: "pytest-forked", ISOLATE: "pytest-isolate"}.get(name)
@@ -659,9 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not isinstance(ratio, float):
                 failed.append(f"{name}: overhead ratio cannot be computed")
             elif ratio > args.check_ratio:
-                failed.append(
-                    f"{name}: overhead ratio {ratio:.3f} > {args.check_ratio}"
-                )
+                failed.append(f"{name}: overhead ratio {ratio:.3f} > {args.check_ratio}")
         print()
         if failed:
             print("CHECK FAILED: " + "; ".join(failed))
@@ -670,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.json is not None:
         report = {
-            "generated_at": datetime.datetime.now(datetime.UTC).isoformat(),
+            "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "duration_s": time.time() - started,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
             "settings": {

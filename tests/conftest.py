@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Protocol
 
 import pytest
 
@@ -20,8 +21,12 @@ needs_cgroup_v1 = pytest.mark.skipif(
 )
 
 
+class RunPytest(Protocol):
+    def __call__(self, *args: str, timeout: float = ...) -> pytest.RunResult: ...
+
+
 @pytest.fixture
-def run(pytester: pytest.Pytester):  # type: ignore[no-untyped-def]
+def run(pytester: pytest.Pytester) -> RunPytest:
     """Run pytest in a subprocess (never fork the outer pytest) with -p no:cacheprovider."""
 
     def _run(*args: str, timeout: float = 120) -> pytest.RunResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import needs_cgroup_v1, needs_root
+from conftest import RunPytest, needs_cgroup_v1, needs_root
 
 SPEC_PROBE = """
 import os, socket, pytest
@@ -28,13 +28,17 @@ def test_default_hostname():
     ("args", "ini", "expected"),
     [
         (["--isolate-all"], "", "isolated"),
-        (["--isolate-all", "--isolate-hostname=from-cli"], "isolate_hostname = from-ini", "from-cli"),
+        (
+            ["--isolate-all", "--isolate-hostname=from-cli"],
+            "isolate_hostname = from-ini",
+            "from-cli",
+        ),
         (["--isolate-all"], "isolate_hostname = from-ini", "from-ini"),
         ([], "isolate_all = true\nisolate_hostname = from-ini", "from-ini"),
     ],
 )
 def test_precedence_marker_cli_ini(
-    pytester: pytest.Pytester, run, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    pytester: pytest.Pytester, run: RunPytest, monkeypatch: pytest.MonkeyPatch,
     args: list[str], ini: str, expected: str,
 ) -> None:  # fmt: skip
     pytester.makeini(f"[pytest]\n{ini}\n")
@@ -44,7 +48,7 @@ def test_precedence_marker_cli_ini(
 
 
 @needs_root
-def test_no_isolate_runs_everything_in_process(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_no_isolate_runs_everything_in_process(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import os, pytest
@@ -60,7 +64,9 @@ def test_no_isolate_runs_everything_in_process(pytester: pytest.Pytester, run) -
 
 
 @needs_cgroup_v1
-def test_cli_defaults_apply_to_every_isolated_test(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_cli_defaults_apply_to_every_isolated_test(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -91,7 +97,10 @@ def test_cli_defaults_apply_to_every_isolated_test(pytester: pytest.Pytester, ru
 BAD_MARKERS = [
     ("cpu=0", "invalid cpu=0 (must be greater than 0); expected a number of CPUs > 0"),
     ("cpu='lots'", "invalid cpu='lots'; expected a number of CPUs > 0"),
-    ("mem='12 parsecs'", "invalid mem='12 parsecs'; expected bytes as an int, or a string like '128M'"),
+    (
+        "mem='12 parsecs'",
+        "invalid mem='12 parsecs'; expected bytes as an int, or a string like '128M'",
+    ),
     ("pids=-1", "invalid pids=-1 (must be at least 1); expected an int >= 1"),
     ("timeout=0", "invalid timeout=0 (must be greater than 0); expected seconds as a number > 0"),
     ("hostname='no spaces'", "invalid hostname='no spaces'; expected a hostname"),
@@ -101,7 +110,7 @@ BAD_MARKERS = [
 
 
 @needs_root
-def test_bad_marker_fails_only_that_test(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_bad_marker_fails_only_that_test(pytester: pytest.Pytester, run: RunPytest) -> None:
     lines = ["import pytest"]
     for i, (args, _) in enumerate(BAD_MARKERS):
         lines += ["", f"@pytest.mark.isolated({args})", f"def test_bad_{i}():", "    pass"]
@@ -112,7 +121,10 @@ def test_bad_marker_fails_only_that_test(pytester: pytest.Pytester, run) -> None
     result.assert_outcomes(passed=2, errors=len(BAD_MARKERS))
     for i, (_, message) in enumerate(BAD_MARKERS):
         result.stdout.fnmatch_lines(
-            [f"*@pytest.mark.isolated on test_bad_marker_fails_only_that_test.py::test_bad_{i}: {message}*"]
+            [
+                f"*@pytest.mark.isolated on test_bad_marker_fails_only_that_test.py::"
+                f"test_bad_{i}: {message}*"
+            ]
         )
     assert "Traceback" not in result.stdout.str()
     assert "pytest_isolate" not in result.stdout.str()
@@ -122,17 +134,27 @@ def test_bad_marker_fails_only_that_test(pytester: pytest.Pytester, run) -> None
     ("args", "ini", "message"),
     [
         (["--isolate-mem=lots"], "", "command line option --isolate-mem: invalid mem='lots'"),
-        (["--isolate-cpu=0"], "", "command line option --isolate-cpu: invalid cpu='0' (must be greater than 0)"),
+        (
+            ["--isolate-cpu=0"],
+            "",
+            "command line option --isolate-cpu: invalid cpu='0' (must be greater than 0)",
+        ),
         (["--isolate-pids=1.5"], "", "command line option --isolate-pids: invalid pids='1.5'"),
         ([], "isolate_timeout = soon", "ini option isolate_timeout: invalid timeout='soon'"),
-        ([], "isolate_all = maybe", "ini option isolate_all: invalid value 'maybe'; expected true or false"),
+        (
+            [],
+            "isolate_all = maybe",
+            "ini option isolate_all: invalid value 'maybe'; expected true or false",
+        ),
     ],
 )
 def test_bad_option_or_ini_is_a_usage_error(
-    pytester: pytest.Pytester, run, args: list[str], ini: str, message: str  # type: ignore[no-untyped-def]
+    pytester: pytest.Pytester, run: RunPytest, args: list[str], ini: str, message: str
 ) -> None:
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile("def test_x(): pass\n")
     result = run(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*{message}*expected*"] if "expected" not in message else [f"*{message}*"])
+    result.stderr.fnmatch_lines(
+        [f"*{message}*expected*"] if "expected" not in message else [f"*{message}*"]
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_root
+from conftest import RunPytest, needs_root
 
 pytestmark = needs_root
 
@@ -88,11 +88,15 @@ def _normalize_xml(path: Path) -> list[tuple[str, str, str, list[tuple[str, str]
 
 
 def _outcome_lines(stdout: str) -> list[str]:
-    lines = [line for line in stdout.splitlines() if re.match(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ", line)]
+    lines = [
+        line
+        for line in stdout.splitlines()
+        if re.match(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ", line)
+    ]
     return sorted(lines)
 
 
-def test_same_results_with_and_without_isolation(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_same_results_with_and_without_isolation(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(test_suite=SUITE)
     plain = run("-rA", "--junitxml=plain.xml", "-o", "junit_logging=all")
     isolated = run("-rA", "--junitxml=isolated.xml", "-o", "junit_logging=all", "--isolate-all")
@@ -100,7 +104,9 @@ def test_same_results_with_and_without_isolation(pytester: pytest.Pytester, run)
     plain.assert_outcomes(**expected, warnings=3)
     assert isolated.parseoutcomes() == plain.parseoutcomes()
     assert _outcome_lines(isolated.stdout.str()) == _outcome_lines(plain.stdout.str())
-    assert _normalize_xml(pytester.path / "isolated.xml") == _normalize_xml(pytester.path / "plain.xml")
+    assert _normalize_xml(pytester.path / "isolated.xml") == _normalize_xml(
+        pytester.path / "plain.xml"
+    )
     for result in (plain, isolated):
         result.stdout.fnmatch_lines(
             [
@@ -126,7 +132,7 @@ def test_same_results_with_and_without_isolation(pytester: pytest.Pytester, run)
     assert {"answer", "isolate_wall_s", "isolate_peak_mem_bytes", "isolate_cpu_user_s"} <= names
 
 
-def test_warnings_as_errors_and_exitfirst(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_warnings_as_errors_and_exitfirst(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import warnings
@@ -144,7 +150,7 @@ def test_warnings_as_errors_and_exitfirst(pytester: pytest.Pytester, run) -> Non
         result.stdout.fnmatch_lines(["*DeprecationWarning: now an error*"])
 
 
-def test_pytest_exit_inside_stops_the_session(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_pytest_exit_inside_stops_the_session(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -163,7 +169,7 @@ def test_pytest_exit_inside_stops_the_session(pytester: pytest.Pytester, run) ->
         assert "::test_b" not in result.stdout.str()
 
 
-def test_terminal_summary_section(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_terminal_summary_section(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         def test_small():

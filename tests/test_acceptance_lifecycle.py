@@ -13,7 +13,7 @@ import uuid
 import psutil
 import pytest
 
-from conftest import needs_cgroup_v1
+from conftest import RunPytest, needs_cgroup_v1
 
 pytestmark = needs_cgroup_v1
 
@@ -40,7 +40,7 @@ def _processes_with(tag: str) -> list[int]:
     return found
 
 
-def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run: RunPytest) -> None:
     tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
     pytester.makepyfile(
         f"""
@@ -145,11 +145,13 @@ def test_ctrl_c_kills_the_sandbox_and_removes_cgroups(pytester: pytest.Pytester)
     assert "1 passed" not in out  # test_after never ran
     time.sleep(0.2)
     assert _processes_with(tag) == []
-    builder_dirs = [d for d in _our_cgroups() if not psutil.pid_exists(int(os.path.basename(d).split(".")[0]))]
+    builder_dirs = [
+        d for d in _our_cgroups() if not psutil.pid_exists(int(os.path.basename(d).split(".")[0]))
+    ]
     assert builder_dirs == []
 
 
-def test_killed_run_is_swept_by_the_next(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_killed_run_is_swept_by_the_next(pytester: pytest.Pytester, run: RunPytest) -> None:
     tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
     pytester.makepyfile(SLEEPER.format(tag=tag))
     before = _our_cgroups()
@@ -175,6 +177,8 @@ def test_killed_run_is_swept_by_the_next(pytester: pytest.Pytester, run) -> None
     stale = _our_cgroups() - before
     assert stale, "a killed run leaves its cgroups behind"
     assert _processes_with(tag) == []  # the sandbox died with its builder (PDEATHSIG)
-    pytester.makepyfile(test_other="import pytest\n\n@pytest.mark.isolated\ndef test_x():\n    pass\n")
+    pytester.makepyfile(
+        test_other="import pytest\n\n@pytest.mark.isolated\ndef test_x():\n    pass\n"
+    )
     run("test_other.py").assert_outcomes(passed=1)
     assert not (_our_cgroups() & stale)

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import needs_cgroup_v1, needs_root
+from conftest import RunPytest, needs_cgroup_v1, needs_root
 
 
 def _properties(xml_path: str) -> dict[str, dict[str, str]]:
@@ -19,7 +19,7 @@ def _properties(xml_path: str) -> dict[str, dict[str, str]]:
 
 
 @needs_cgroup_v1
-def test_cpu_cap_throttles(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_cpu_cap_throttles(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import time, pytest
@@ -52,7 +52,7 @@ def test_cpu_cap_throttles(pytester: pytest.Pytester, run) -> None:  # type: ign
 
 
 @needs_cgroup_v1
-def test_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import pytest
@@ -89,7 +89,7 @@ def test_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run) -> None
 
 
 @needs_cgroup_v1
-def test_pids_cap_stops_a_fork_bomb(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_pids_cap_stops_a_fork_bomb(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import os, time, pytest
@@ -126,7 +126,9 @@ def test_pids_cap_stops_a_fork_bomb(pytester: pytest.Pytester, run) -> None:  # 
 
 
 @needs_root
-def test_timeout_kills_sandbox_and_dumps_every_thread(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_kills_sandbox_and_dumps_every_thread(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
     pytester.makepyfile(
         """
         import threading, time, pytest
@@ -165,10 +167,14 @@ def test_timeout_kills_sandbox_and_dumps_every_thread(pytester: pytest.Pytester,
 CRASHES = {
     "segfault": ("import ctypes; ctypes.string_at(0)", "was killed by signal 11 (SIGSEGV)"),
     "exit3": ("import os; os._exit(3)", "exited with status 3"),
-    "sigkill": ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
-                "was killed by signal 9 (SIGKILL)"),  # fmt: skip
-    "closefds": ("import os, time; os.closerange(0, 65536); time.sleep(0.2); os._exit(0)",
-                 "exited with status 0"),  # fmt: skip
+    "sigkill": (
+        "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+        "was killed by signal 9 (SIGKILL)",
+    ),
+    "closefds": (
+        "import os, time; os.closerange(0, 65536); time.sleep(0.2); os._exit(0)",
+        "exited with status 0",
+    ),
     "garbage": (
         "import os\n"
         "for fd in map(int, os.listdir('/proc/self/fd')):\n"
@@ -184,7 +190,9 @@ CRASHES = {
 @needs_root
 @pytest.mark.parametrize("phase", ["setup", "call", "teardown"])
 @pytest.mark.parametrize("kind", sorted(CRASHES))
-def test_crash_becomes_a_report(pytester: pytest.Pytester, run, kind: str, phase: str) -> None:  # type: ignore[no-untyped-def]
+def test_crash_becomes_a_report(
+    pytester: pytest.Pytester, run: RunPytest, kind: str, phase: str
+) -> None:
     code, message = CRASHES[kind]
     crash = "\n".join("    " + line for line in code.splitlines())
     call = {p: ("crash()" if p == phase else "pass") for p in ("setup", "call", "teardown")}

@@ -14,12 +14,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import needs_root
+from conftest import RunPytest, needs_root
 
 pytestmark = needs_root
 
 
-def test_pid_namespace_proc_signals_orphans_and_daemons(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_pid_namespace_proc_signals_orphans_and_daemons(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
     tag = f"1000.{uuid.uuid4().int % 10**12:012d}"  # a unique argument for sleep(1)
     pytester.makepyfile(
         f"""
@@ -69,11 +71,13 @@ def test_pid_namespace_proc_signals_orphans_and_daemons(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(
         ["*test_sigterm_self_dies*FAILED*", "*was killed by signal 15 (SIGTERM) during call*"]
     )
-    leftovers = [p.pid for p in psutil.process_iter(["cmdline"]) if tag in " ".join(p.info["cmdline"] or [])]
+    leftovers = [
+        p.pid for p in psutil.process_iter(["cmdline"]) if tag in " ".join(p.info["cmdline"] or [])
+    ]
     assert leftovers == []
 
 
-def test_filesystem_writes_do_not_reach_the_host(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_filesystem_writes_do_not_reach_the_host(pytester: pytest.Pytester, run: RunPytest) -> None:
     tag = uuid.uuid4().hex
     victim = pytester.path / "existing.txt"
     victim.write_text("keep me")
@@ -108,7 +112,7 @@ def test_filesystem_writes_do_not_reach_the_host(pytester: pytest.Pytester, run)
     assert tag not in Path("/etc/hosts").read_text()
 
 
-def test_network_only_loopback(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_network_only_loopback(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import os, socket, threading, pytest
@@ -151,7 +155,7 @@ def test_network_only_loopback(pytester: pytest.Pytester, run) -> None:  # type:
     run().assert_outcomes(passed=4)
 
 
-def test_uts_and_ipc_are_private(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_uts_and_ipc_are_private(pytester: pytest.Pytester, run: RunPytest) -> None:
     host_shm = set(os.listdir("/dev/shm"))
     pytester.makepyfile(
         """
@@ -179,7 +183,7 @@ def test_uts_and_ipc_are_private(pytester: pytest.Pytester, run) -> None:  # typ
     assert "x" not in set(os.listdir("/dev/shm")) - host_shm
 
 
-def test_root_inside_holds_no_host_privilege(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_root_inside_holds_no_host_privilege(pytester: pytest.Pytester, run: RunPytest) -> None:
     proc_files = [p for p in ["/proc/sys/kernel/domainname", "/proc/sys/vm/drop_caches",
                               "/proc/sysrq-trigger"] if os.path.exists(p)]  # fmt: skip
     pytester.makepyfile(

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import needs_root
+from conftest import RunPytest, needs_root
 
 
 @needs_root
-def test_isolated_marker_runs_in_sandbox(pytester: pytest.Pytester, run) -> None:  # type: ignore[no-untyped-def]
+def test_isolated_marker_runs_in_sandbox(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
         import os, pytest

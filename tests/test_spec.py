@@ -51,8 +51,9 @@ def test_builtin_defaults() -> None:
 
 def test_spec_is_frozen() -> None:
     spec = IsolationSpec()
+    key = "cpu"
     with pytest.raises(FrozenInstanceError):
-        spec.cpu = 1.0  # type: ignore[misc]
+        setattr(spec, key, 1.0)
 
 
 def test_spec_error_is_value_error() -> None:
@@ -60,9 +61,7 @@ def test_spec_error_is_value_error() -> None:
 
 
 def test_forms_name_the_accepted_values() -> None:
-    assert CPU_FORM == (
-        "a number of CPUs > 0, e.g. 0.3 (30% of one CPU) or 2, or None for no cap"
-    )
+    assert CPU_FORM == ("a number of CPUs > 0, e.g. 0.3 (30% of one CPU) or 2, or None for no cap")
     assert MEM_FORM == (
         "bytes as an int, or a string like '128M', '1.5GiB', '500MB' "
         "(K/M/G/T and KiB/MiB/GiB/TiB are binary, KB/MB/GB/TB decimal), or None for no cap"
@@ -230,13 +229,34 @@ _ALL_UNITS = {**_BINARY, **_DECIMAL}
     lower=st.booleans(),
     spaced=st.booleans(),
 )
-def test_parse_mem_integer_round_trip(unit: str, data: st.DataObject, lower: bool, spaced: bool) -> None:
+def test_parse_mem_integer_round_trip(
+    unit: str, data: st.DataObject, lower: bool, spaced: bool
+) -> None:
     factor = _ALL_UNITS[unit]
-    # Whole numbers of a unit, up to 2**53 bytes (8 PiB): all exact.
-    count = data.draw(st.integers(min_value=-(-MIN_MEM // factor), max_value=2**53 // factor))
+    # Whole numbers of a unit, well past 2**53 bytes (where a float would round).
+    count = data.draw(st.integers(min_value=-(-MIN_MEM // factor), max_value=2**70 // factor))
     text = f"{count}{' ' if spaced else ''}{unit.lower() if lower else unit}"
     assert parse_mem(text, SRC) == count * factor
     assert parse_mem(count * factor, SRC) == count * factor
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    unit=st.sampled_from(sorted(_ALL_UNITS)),
+    whole=st.integers(min_value=0, max_value=10**15),
+    digits=st.text(alphabet="0123456789", min_size=1, max_size=6),
+)
+def test_parse_mem_decimal_fraction_round_trip(unit: str, whole: int, digits: str) -> None:
+    # "W.DDD<unit>" is exactly (W + DDD/10**len) units, truncated to whole bytes.
+    factor = _ALL_UNITS[unit]
+    scale = 10 ** len(digits)
+    expected = (whole * scale + int(digits)) * factor // scale
+    text = f"{whole}.{digits}{unit}"
+    if expected < MIN_MEM:
+        with pytest.raises(SpecError, match=r"\(must be at least 4MiB\)"):
+            parse_mem(text, SRC)
+    else:
+        assert parse_mem(text, SRC) == expected
 
 
 @settings(max_examples=200, deadline=None, database=None)
@@ -253,11 +273,6 @@ def test_parse_mem_binary_halves_round_trip(unit: str, halves: int) -> None:
     assert parse_mem(text, SRC) == halves * factor // 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: parse_mem multiplies a float, so decimal fractions and huge byte counts "
-    "are off (8.2MB -> 8199999); see the report",
-)
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -391,10 +406,6 @@ def test_parse_hostname_message_exact() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: _HOSTNAME_RE ends in '$', which also matches before a trailing newline",
-)
 def test_parse_hostname_rejects_trailing_newline() -> None:
     with pytest.raises(SpecError):
         parse_hostname("host\n", SRC)
@@ -553,9 +564,7 @@ def test_spec_from_marker_empty_returns_defaults() -> None:
 def test_spec_from_marker_error_names_marker() -> None:
     with pytest.raises(SpecError) as exc:
         spec_from_marker({"cpu": 0}, BUILTIN_DEFAULTS, SRC)
-    assert str(exc.value) == (
-        f"{SRC}: invalid cpu=0 (must be greater than 0); expected {CPU_FORM}"
-    )
+    assert str(exc.value) == (f"{SRC}: invalid cpu=0 (must be greater than 0); expected {CPU_FORM}")
 
 
 # -- parse_bool ----------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def _setns_all(ctx: ChildContext, flags: int) -> None:
     except OSError as exc:  # pidfds name namespaces only since Linux 5.8
         if exc.errno != errno.EINVAL:
             raise
-        for name, flag in _NS_FILES + (("user", _ffi.CLONE_NEWUSER),):
+        for name, flag in (*_NS_FILES, ("user", _ffi.CLONE_NEWUSER)):
             if flags & flag:
                 fd = os.open(f"/proc/{ctx.init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                 try:

@@ -8,6 +8,7 @@ final report becomes a failed report that names why, in the phase it was in.
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -76,11 +77,15 @@ class _Run:
 
 def _fork_into(lease: Lease, session: Session) -> int:
     _ffi.setns(lease.pidfd, _ffi.CLONE_NEWPID)  # our next child is born in the sandbox
+    # Objects that exist now are never traversed by the child's garbage collector: a
+    # full collection would otherwise touch (and so copy) every page of the parent.
+    gc.freeze()
     pid = -1
     try:
         pid = os.fork()
     finally:
         if pid != 0:
+            gc.unfreeze()
             _ffi.setns(session.own_pidns, _ffi.CLONE_NEWPID)
     return pid
 
@@ -138,6 +143,8 @@ def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) ->
                     try:
                         messages, eof = wire.drain(rfd, run.reader)
                     except wire.WireError as exc:
+                        for kind, payload in exc.messages:
+                            _handle(run, config, kind, payload)
                         run.garbage = str(exc)
                         return
                     for kind, payload in messages:
@@ -151,7 +158,7 @@ def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) ->
                         messages, _ = wire.drain(rfd, run.reader)
                     except wire.WireError as exc:
                         run.garbage = str(exc)
-                        messages = []
+                        messages = exc.messages
                     for kind, payload in messages:
                         _handle(run, config, kind, payload)
                 return
@@ -242,7 +249,8 @@ def _synthesize(
     if run.timed_out:
         event = "timeout"
         text = f"Timeout: the test ran past its timeout of {format_seconds(spec.timeout or 0)}; "
-        text += f"the sandbox was killed during {phase}.\n\ntimeout after {format_seconds(spec.timeout or 0)}"
+        text += f"the sandbox was killed during {phase}.\n\n"
+        text += f"timeout after {format_seconds(spec.timeout or 0)}"
         text += (
             f"\n\nPython stack of every thread at the deadline:\n{dump}"
             if dump.strip()
@@ -266,9 +274,15 @@ def _synthesize(
     if usage.pids_limit_hits:
         text += f"\n{pids_text(spec, usage)}."
     out, err = _compat.read_captured(item.config)
-    sections = [(f"Captured {name} {phase}", value) for name, value in (("stdout", out), ("stderr", err)) if value]
+    sections = [
+        (f"Captured {name} {phase}", value)
+        for name, value in (("stdout", out), ("stderr", err))
+        if value
+    ]
     now = time.time()
-    reports = [r for r in run.reports if r.when != phase and PHASES.index(r.when) < PHASES.index(phase)]
+    reports = [
+        r for r in run.reports if r.when != phase and PHASES.index(r.when) < PHASES.index(phase)
+    ]
     reports.append(_report(item, phase, "failed", text, sections, start, now))
     if phase != "teardown":
         reports.append(_report(item, "teardown", "passed", None, start=now, stop=now))
@@ -281,7 +295,9 @@ def _annotate(reports: list[pytest.TestReport], record: Record, spec: IsolationS
     if usage.pids_limit_hits and record.event != "crash":
         notes.append(pids_text(spec, usage))
     if usage.oom_kills and record.event != "oom":
-        notes.append(f"{usage.oom_kills} process(es) of the test were killed: {oom_text(spec, usage)}")
+        notes.append(
+            f"{usage.oom_kills} process(es) of the test were killed: {oom_text(spec, usage)}"
+        )
     properties = record.properties()
     for report in reports:
         report.user_properties = [*report.user_properties, *properties]
@@ -294,10 +310,12 @@ def run_isolated(
     item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec, session: Session
 ) -> Outcome:
     try:
-        session.pool.settle()
+        session.pool.settle(keep=2)
         lease = session.pool.acquire()
     except PoolError as exc:
-        return Outcome(error_reports(item, f"pytest-isolate could not isolate this test: {exc}"), [], None)
+        return Outcome(
+            error_reports(item, f"pytest-isolate could not isolate this test: {exc}"), [], None
+        )
     for problem in lease.problems:
         if problem not in session.warned:
             session.warned.add(problem)

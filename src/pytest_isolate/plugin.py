@@ -53,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--isolate-all", action="store_true", default=None,
                     help="run every test isolated, as if marked @pytest.mark.isolated")  # fmt: skip
     group.addoption("--no-isolate", action="store_true", default=False,
-                    help="run every test in-process, ignoring isolated markers (for debugging)")  # fmt: skip
+                    help="run every test in-process, ignoring markers (debugging)")  # fmt: skip
     parser.addini("isolate_all", "run every test isolated (true/false)", default="false")
     for key in SPEC_KEYS:
         group.addoption(f"--isolate-{key}", dest=f"isolate_{key}", metavar="VALUE", default=None,
@@ -128,9 +128,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     state = item.config.stash[STATE_KEY]
     decision = _decision(item)
-    if state.session is not None:
-        state.session.pool.settle()  # the previous sandbox is gone before anything else runs
     if decision is None:
+        if state.session is not None:
+            # Every earlier sandbox is gone (killed, reaped, cgroups removed) before a test
+            # that can see the host runs; an isolated test cannot see them anyway.
+            state.session.pool.settle()
         return None
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -144,8 +146,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         reports = outcome.reports
         for data in outcome.warnings:
             ihook.pytest_warning_recorded.call_historic(
-                kwargs=dict(warning_message=rebuild_warning(data), nodeid=item.nodeid,
-                            when="runtest", location=None)  # fmt: skip
+                kwargs=dict(
+                    warning_message=rebuild_warning(data),
+                    nodeid=item.nodeid,
+                    when="runtest",
+                    location=None,
+                )
             )
         if outcome.record is not None:
             state.stats.add(outcome.record)
@@ -204,6 +210,13 @@ def pytest_warning_recorded(
     channel = current_channel()
     if channel is not None:
         channel.send(wire.Kind.WARNING, serialize_warning(warning_message))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is not None and state.session is not None:
+        state.session.pool.settle()  # every sandbox is gone before other plugins look
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

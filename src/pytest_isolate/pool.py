@@ -20,7 +20,10 @@ from typing import Any
 from .cgroups import Group
 from .cgroups.v1 import GroupV1
 
-_BOOT = "import sys, json; sys.path[:] = json.loads(sys.argv[2]); from pytest_isolate.zygote import main; main()"
+_BOOT = (
+    "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
+    "from pytest_isolate.zygote import main; main()"
+)
 
 
 class PoolError(RuntimeError):
@@ -91,9 +94,9 @@ class SandboxPool:
         else:
             raise PoolError(f"unexpected message from the sandbox builder: {message}")
 
-    def settle(self) -> None:
-        """Wait until every released sandbox has been destroyed."""
-        while self._pending > 0:
+    def settle(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` released sandboxes are still being destroyed."""
+        while self._pending > keep:
             message, fds = self._recv()
             self._handle_async(message, fds)
 

@@ -16,7 +16,7 @@ def format_bytes(n: int | None) -> str:
         return "unknown"
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
+        if round(value, 1) < 1024 or unit == "GiB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
@@ -69,7 +69,8 @@ def oom_text(spec: IsolationSpec, usage: Usage) -> str:
 
 def pids_text(spec: IsolationSpec, usage: Usage) -> str:
     return (
-        f"pids limit hit: the sandbox may hold {spec.pids} processes and threads (pids={spec.pids}); "
+        f"pids limit hit: the sandbox may hold {spec.pids} processes and threads "
+        f"(pids={spec.pids}); "
         f"{usage.pids_limit_hits} fork(s) were refused with EAGAIN"
     )
 
@@ -102,7 +103,8 @@ class Stats:
     def summary_lines(self, top: int = 3) -> list[str]:
         if not self.records:
             return []
-        lines = [f"{len(self.records)} tests isolated"]
+        n = len(self.records)
+        lines = [f"{n} test{'s' if n != 1 else ''} isolated"]
         by_mem = sorted(
             (r for r in self.records if r.usage.peak_mem is not None),
             key=lambda r: r.usage.peak_mem or 0,
@@ -115,13 +117,14 @@ class Stats:
             self.records, key=lambda r: r.usage.cpu_user + r.usage.cpu_system, reverse=True
         )[:top]
         lines.append("top CPU time:")
-        lines += [
-            f"  {r.usage.cpu_user + r.usage.cpu_system:>8.3f} s  {r.nodeid}" for r in by_cpu
-        ]
+        lines += [f"  {r.usage.cpu_user + r.usage.cpu_system:>8.3f} s  {r.nodeid}" for r in by_cpu]
         events = []
         for r in self.records:
             if r.usage.oom_kills:
-                events.append(f"  OOM kill ({r.usage.oom_kills}x, limit {format_bytes(r.spec.mem)}): {r.nodeid}")
+                events.append(
+                    f"  OOM kill ({r.usage.oom_kills}x, limit {format_bytes(r.spec.mem)}): "
+                    f"{r.nodeid}"
+                )
             if r.event == "timeout":
                 events.append(f"  timeout after {format_seconds(r.spec.timeout or 0)}: {r.nodeid}")
             if r.usage.pids_limit_hits:

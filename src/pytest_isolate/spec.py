@@ -11,6 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
+from fractions import Fraction
 from typing import Any, Final
 
 __all__ = [
@@ -84,8 +85,8 @@ _UNITS: Final[Mapping[str, int]] = {
     "gb": 10**9,
     "tb": 10**12,
 }
-_MEM_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
-_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
+_MEM_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?")
 
 
 def _is_none(value: object) -> bool:
@@ -131,10 +132,11 @@ def parse_mem(value: object, source: str) -> int | None:
     if isinstance(value, int):
         nbytes = value
     elif isinstance(value, str):
-        match = _MEM_RE.match(value)
+        match = _MEM_RE.fullmatch(value)
         if match is None or match.group(2).lower() not in _UNITS:
             raise _bad(source, "mem", value, MEM_FORM)
-        nbytes = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        # Exact arithmetic: float("8.2") * 10**6 would give 8199999.
+        nbytes = int(Fraction(match.group(1)) * _UNITS[match.group(2).lower()])
     else:
         raise _bad(source, "mem", value, MEM_FORM)
     if nbytes < MIN_MEM:
@@ -170,7 +172,7 @@ def parse_timeout(value: object, source: str) -> float | None:
 
 
 def parse_hostname(value: object, source: str) -> str:
-    if not isinstance(value, str) or not _HOSTNAME_RE.match(value):
+    if not isinstance(value, str) or not _HOSTNAME_RE.fullmatch(value):
         raise _bad(source, "hostname", value, HOSTNAME_FORM)
     return value
 
@@ -235,7 +237,9 @@ def merge_marker_kwargs(
     return merged
 
 
-def spec_from_marker(kwargs: Mapping[str, object], defaults: IsolationSpec, source: str) -> IsolationSpec:
+def spec_from_marker(
+    kwargs: Mapping[str, object], defaults: IsolationSpec, source: str
+) -> IsolationSpec:
     """Apply validated marker values over the session defaults."""
     values = {key: _PARSERS[key](value, source) for key, value in kwargs.items()}
     return replace(defaults, **values)

@@ -33,7 +33,14 @@ class Kind:
 
 
 class WireError(Exception):
-    """Bytes on the pipe that are not a well-formed frame."""
+    """Bytes on the pipe that are not a well-formed frame.
+
+    ``messages`` holds the whole frames that were read before the bad bytes.
+    """
+
+    def __init__(self, message: str, messages: list[tuple[bytes, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.messages = messages or []
 
 
 def encode(kind: bytes, payload: Any) -> bytes:
@@ -67,20 +74,20 @@ class Reader:
 
     def feed(self, data: bytes) -> list[tuple[bytes, Any]]:
         self._buf += data
-        out = []
+        out: list[tuple[bytes, Any]] = []
         while len(self._buf) >= HEADER.size:
             magic, kind, length = HEADER.unpack_from(self._buf)
             if magic != MAGIC or kind not in Kind.ALL:
-                raise WireError(f"unexpected bytes {bytes(self._buf[:16])!r}")
+                raise WireError(f"unexpected bytes {bytes(self._buf[:16])!r}", out)
             if length > MAX_PAYLOAD:
-                raise WireError(f"frame of {length} bytes is larger than {MAX_PAYLOAD}")
+                raise WireError(f"frame of {length} bytes is larger than {MAX_PAYLOAD}", out)
             end = HEADER.size + length
             if len(self._buf) < end:
                 break
             try:
                 payload = json.loads(self._buf[HEADER.size : end])
             except ValueError as exc:
-                raise WireError(f"undecodable frame: {exc}") from None
+                raise WireError(f"undecodable frame: {exc}", out) from None
             del self._buf[:end]
             out.append((kind, payload))
         return out
@@ -100,4 +107,8 @@ def drain(fd: int, reader: Reader) -> tuple[list[tuple[bytes, Any]], bool]:
             raise
         if not data:
             return out, True
-        out += reader.feed(data)
+        try:
+            out += reader.feed(data)
+        except WireError as exc:
+            exc.messages = out + exc.messages
+            raise

@@ -54,6 +54,8 @@ class Zygote:
         self.next_id = 0
         self.spare: Sandbox | None = None
         self.active: dict[int, Sandbox] = {}
+        self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
+        self.build_failed = False
         self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     # -- building ---------------------------------------------------------------------------
@@ -113,16 +115,16 @@ class Zygote:
             finally:
                 os._exit(1)
 
-    def destroy(self, sandbox: Sandbox) -> list[int]:
-        """Kill the sandbox's init (the kernel then empties the namespace) and its cgroups."""
+    def kill(self, sandbox: Sandbox) -> None:
+        """SIGKILL the sandbox's init; the kernel then kills the rest of its namespace."""
         try:
             signal.pidfd_send_signal(sandbox.pidfd, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        # init's exit completes only once every process of its namespace has been reaped.
-        ready, _, _ = select.select([sandbox.pidfd], [], [], 30.0)
-        if ready:
-            os.waitpid(sandbox.pid, 0)
+
+    def finish(self, sandbox: Sandbox) -> list[int]:
+        """Reap a killed init and remove its cgroups; return pids found left in them."""
+        os.waitpid(sandbox.pid, 0)
         os.close(sandbox.pidfd)
         leftovers: list[int] = []
         if sandbox.group is not None:
@@ -130,6 +132,12 @@ class Zygote:
             sandbox.group.kill()
             sandbox.group.remove()
         return leftovers
+
+    def destroy(self, sandbox: Sandbox) -> list[int]:
+        self.kill(sandbox)
+        # init's exit completes only once every process of its namespace has been reaped.
+        select.select([sandbox.pidfd], [], [], 30.0)
+        return self.finish(sandbox)
 
     # -- serving ----------------------------------------------------------------------------
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -140,6 +148,7 @@ class Zygote:
             self.sock.send(data)
 
     def handle_get(self) -> None:
+        self.build_failed = False
         sandbox = self.spare
         self.spare = None
         if sandbox is None:
@@ -163,32 +172,52 @@ class Zygote:
         )
 
     def prepare_spare(self) -> None:
-        if self.spare is None:
+        if self.spare is None and not self.build_failed:
             try:
                 self.spare = self.build()
             except (OSError, RuntimeError):
-                self.spare = None  # reported when a test asks for it
+                self.build_failed = True  # retried, and reported, when a test asks for one
 
     def handle_release(self, ident: int) -> None:
         sandbox = self.active.pop(ident, None)
-        leftovers = self.destroy(sandbox) if sandbox is not None else []
-        self.send({"op": "released", "id": ident, "leftovers": leftovers})
+        if sandbox is None:
+            self.send({"op": "released", "id": ident, "leftovers": []})
+            return
+        self.kill(sandbox)
+        self.dying[sandbox.pidfd] = sandbox
+
+    def reap_dying(self, ready: list[int]) -> None:
+        for fd in ready:
+            sandbox = self.dying.pop(fd)
+            leftovers = self.finish(sandbox)
+            self.send({"op": "released", "id": sandbox.ident, "leftovers": leftovers})
 
     def serve(self) -> None:
-        self.prepare_spare()
+        """Answer requests first, then finish dying sandboxes, then build the next one.
+
+        A dying sandbox's init exits only once its whole namespace is gone, which takes
+        a millisecond or two of kernel work: that happens while the next test runs.
+        """
         while True:
-            data = self.sock.recv(65536)
-            if not data:
-                return
-            message = json.loads(data)
-            op = message["op"]
-            if op == "get":
-                self.handle_get()
+            idle = self.spare is not None or self.build_failed
+            fds = [self.sock.fileno(), *self.dying]
+            ready, _, _ = select.select(fds, [], [], None if idle else 0)
+            if self.sock.fileno() in ready:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                message = json.loads(data)
+                op = message["op"]
+                if op == "get":
+                    self.handle_get()
+                elif op == "release":
+                    self.handle_release(int(message["id"]))
+                elif op == "quit":
+                    return
+                continue
+            self.reap_dying([fd for fd in ready if fd in self.dying])
+            if not ready:
                 self.prepare_spare()
-            elif op == "release":
-                self.handle_release(int(message["id"]))
-            elif op == "quit":
-                return
 
     def close(self) -> None:
         for sandbox in [*self.active.values(), *([self.spare] if self.spare else [])]:
@@ -196,6 +225,12 @@ class Zygote:
                 self.destroy(sandbox)
             except OSError:
                 pass
+        for sandbox in self.dying.values():
+            try:
+                self.finish(sandbox)
+            except OSError:
+                pass
+        self.dying.clear()
         self.active.clear()
         self.spare = None
         close = getattr(self.backend, "close", None)
@@ -239,7 +274,8 @@ def main() -> None:
     os.makedirs(scratch, mode=0o700, exist_ok=True)
     zygote = Zygote(sock, scratch)
     swept = zygote.backend.sweep() if zygote.backend is not None else []
-    zygote.send({"op": "hello", "swept": swept, "cgroup_version": getattr(zygote.backend, "version", 0),
+    zygote.send({"op": "hello", "swept": swept,
+                 "cgroup_version": getattr(zygote.backend, "version", 0),
                  "controllers": sorted(getattr(zygote.backend, "controllers", ()))})  # fmt: skip
     try:
         zygote.serve()
@@ -255,4 +291,3 @@ def _start_time_token() -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-

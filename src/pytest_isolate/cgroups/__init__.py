@@ -93,7 +93,7 @@ class CgroupBackend(Protocol):
     def create(self, name: str) -> Group: ...
 
     def sweep(self) -> list[str]:
-        """Kill and remove groups left by runs whose process is gone; return their names."""
+        """Kill and remove groups left by runs whose process is gone; return their paths."""
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,17 @@ def _keyed(text: str) -> dict[str, int]:
     return out
 
 
+def _makedirs(path: str) -> None:
+    # A concurrent session may remove the shared top directory between our checks.
+    for _ in range(3):
+        try:
+            os.makedirs(path, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    os.makedirs(path, exist_ok=True)
+
+
 class GroupV1:
     def __init__(self, name: str, dirs: Mapping[str, str]) -> None:
         self.name = name
@@ -196,10 +207,9 @@ class CgroupV1:
             if mount not in made:
                 path = os.path.join(mount, PREFIX, self._token, name)
                 try:
-                    os.makedirs(path)
-                except FileExistsError:
-                    pass
+                    _makedirs(path)
                 except OSError as exc:
+                    GroupV1(name, made).remove()
                     raise CgroupError(exc.errno, f"cannot create {path}: {exc.strerror}") from None
                 made[mount] = path
             dirs[controller] = made[mount]

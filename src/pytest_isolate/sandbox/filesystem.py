@@ -67,6 +67,7 @@ class MountStep:
 
 
 def _under(path: str, top: str) -> bool:
+    top = top.rstrip("/") or "/"
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
@@ -98,8 +99,8 @@ def plan_mounts(entries: Iterable[MountEntry], skip: Sequence[str] = ()) -> list
             kind: Literal["overlay", "bind-ro", "copy-file"] = (
                 "bind-ro" if flags & _ffi.MS_RDONLY else "overlay"
             )
-        else:
-            kind = "copy-file"
+        else:  # a file bind-mounted over another: a private copy, or read-only if it was
+            kind = "bind-ro" if flags & _ffi.MS_RDONLY else "copy-file"
         steps.append(MountStep(kind, path, flags))
     if not steps or steps[0].path != "/":
         steps.insert(0, MountStep("overlay", "/", 0))
@@ -121,9 +122,7 @@ def _overlay(lower: str, target: str, scratch: str, index: int, flags: int) -> N
 
 def _bind_readonly(source: str, target: str, extra: int = 0) -> None:
     _ffi.mount(source, target, None, _ffi.MS_BIND | _ffi.MS_REC)
-    _ffi.mount(
-        None, target, None, _ffi.MS_BIND | _ffi.MS_REMOUNT | _ffi.MS_RDONLY | extra
-    )
+    _ffi.mount(None, target, None, _ffi.MS_BIND | _ffi.MS_REMOUNT | _ffi.MS_RDONLY | extra)
 
 
 def _make_dev(dev: str) -> None:
