@@ -38,7 +38,7 @@ class ChildContext:
     dump_fd: int
     init_pid: int
     init_pidfd: int
-    procs_files: tuple[str, ...]
+    join_fds: tuple[int, ...]
     hostname: str
     cwd: str
     close_fds: tuple[int, ...]
@@ -78,14 +78,11 @@ def _setns_all(ctx: ChildContext, flags: int) -> None:
 
 
 def enter_sandbox(ctx: ChildContext) -> None:
-    # cgroups first: the files live in the host's mount namespace, and migration is
-    # checked against our credentials, which the user namespace is about to reduce.
-    for path in ctx.procs_files:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+    # cgroups first: migration is checked against our credentials, which the user
+    # namespace is about to reduce. (The builder opened the files for us.)
+    for fd in ctx.join_fds:
+        os.write(fd, b"0")
+        os.close(fd)
     _setns_all(ctx, SANDBOX_NAMESPACES)
     set_hostname(ctx.hostname)
     _setns_all(ctx, _ffi.CLONE_NEWUSER)
@@ -110,6 +107,7 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         _current = channel
         with _compat.warnings_captured(item):
             _compat.run_protocol(item, nextitem)
+        _flush()  # before DONE: pytest stops listening then, and prints what follows
         channel.send(wire.Kind.DONE, {})
     except pytest.exit.Exception as exc:
         channel.send(wire.Kind.EXIT, {"msg": exc.msg, "returncode": exc.returncode})
@@ -123,9 +121,13 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         except OSError:
             pass
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001, S110 - nothing more can be done at exit
-                pass
+        _flush()
         os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001, S110 - nothing more can be done at exit
+            pass

@@ -38,6 +38,23 @@ class Session:
     own_pidns: int
     dump_fd: int
     warned: set[str] = field(default_factory=set)
+    exiting: list[int] = field(default_factory=list)
+    """Test processes that reported everything and were killed with their sandbox."""
+
+    def settle(self, keep: int = 0) -> None:
+        """Reap finished test processes; wait until at most ``keep`` sandboxes are dying.
+
+        A sandbox's init exits only after every process of its namespace has been reaped,
+        and the test process is our child: it must be reaped first.
+        """
+        still = []
+        for index, pid in enumerate(self.exiting):
+            if index < len(self.exiting) - keep:
+                _reap(pid)
+            elif os.waitpid(pid, os.WNOHANG)[0] == 0:
+                still.append(pid)
+        self.exiting = still
+        self.pool.settle(keep)
 
     @classmethod
     def start(cls) -> Session:
@@ -47,6 +64,7 @@ class Session:
         return cls(pool, own, dump)
 
     def close(self) -> None:
+        self.settle()
         self.pool.close()
         os.close(self.own_pidns)
         os.close(self.dump_fd)
@@ -149,6 +167,10 @@ def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) ->
                         return
                     for kind, payload in messages:
                         _handle(run, config, kind, payload)
+                    if run.done or run.exit is not None:
+                        # The last message: the test process only has to exit now, and
+                        # its exit (freeing its copy of our memory) need not delay us.
+                        return
                     if eof:
                         reading = False
                         poller.unregister(rfd)
@@ -310,7 +332,7 @@ def run_isolated(
     item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec, session: Session
 ) -> Outcome:
     try:
-        session.pool.settle(keep=2)
+        session.settle(keep=2)
         lease = session.pool.acquire()
     except PoolError as exc:
         return Outcome(
@@ -332,7 +354,7 @@ def run_isolated(
         dump_fd=session.dump_fd,
         init_pid=lease.pid,
         init_pidfd=lease.pidfd,
-        procs_files=tuple(lease.group.procs_files()) if lease.group is not None else (),
+        join_fds=tuple(lease.join_fds),
         hostname=spec.hostname,
         cwd=os.getcwd(),
         close_fds=(rfd, session.own_pidns, *session.pool.fds),
@@ -351,7 +373,10 @@ def run_isolated(
             dump = _collect_dump(run, session)
         if run.timed_out or run.garbage:
             _kill(lease)
-        run.status = _reap(pid)
+        if run.done or run.exit is not None:
+            session.exiting.append(pid)  # reaped later, off the critical path
+        else:
+            run.status = _reap(pid)
     except BaseException:
         _kill(lease)
         _reap(pid)

@@ -132,7 +132,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if state.session is not None:
             # Every earlier sandbox is gone (killed, reaped, cgroups removed) before a test
             # that can see the host runs; an isolated test cannot see them anyway.
-            state.session.pool.settle()
+            state.session.settle()
         return None
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -216,7 +216,7 @@ def pytest_warning_recorded(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is not None and state.session is not None:
-        state.session.pool.settle()  # every sandbox is gone before other plugins look
+        state.session.settle()  # every sandbox is gone before other plugins look
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

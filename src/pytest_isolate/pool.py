@@ -37,6 +37,8 @@ class Lease:
     pidfd: int
     group: Group | None
     problems: list[str] = field(default_factory=list)
+    join_fds: list[int] = field(default_factory=list)
+    """Open cgroup files the test process writes "0" to, to join the sandbox's cgroups."""
 
 
 class SandboxPool:
@@ -66,7 +68,7 @@ class SandboxPool:
 
     def _recv(self) -> tuple[dict[str, Any], list[int]]:
         try:
-            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 16, 4)
+            data, fds, _, _ = socket.recv_fds(self._sock, 1 << 16, 16)
         except OSError as exc:
             raise PoolError(f"lost the sandbox builder: {exc}") from None
         if not data:
@@ -106,13 +108,17 @@ class SandboxPool:
             message, fds = self._recv()
             if message["op"] == "ready":
                 group = GroupV1(message["group"], message["cgroup"]) if message["cgroup"] else None
-                return Lease(message["id"], message["pid"], fds[0], group, message["problems"])
+                problems = message["problems"]
+                return Lease(message["id"], message["pid"], fds[0], group, problems, fds[1:])
             if message["op"] == "error":
                 raise PoolError(f"could not build the sandbox: {message['message']}")
             self._handle_async(message, fds)
 
     def release(self, lease: Lease) -> None:
         os.close(lease.pidfd)
+        for fd in lease.join_fds:
+            os.close(fd)
+        lease.join_fds = []
         self._sock.send(json.dumps({"op": "release", "id": lease.ident}).encode())
         self._pending += 1
 

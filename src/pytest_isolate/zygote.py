@@ -159,6 +159,9 @@ class Zygote:
                 return
         self.active[sandbox.ident] = sandbox
         group = sandbox.group
+        # Opened here, so the test process only writes "0" to each (no path lookups).
+        paths = group.procs_files() if group is not None else []
+        join = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in paths]
         self.send(
             {
                 "op": "ready",
@@ -168,8 +171,10 @@ class Zygote:
                 "group": group.name if group is not None else "",
                 "problems": sandbox.problems,
             },
-            [sandbox.pidfd],
+            [sandbox.pidfd, *join],
         )
+        for fd in join:
+            os.close(fd)
 
     def prepare_spare(self) -> None:
         if self.spare is None and not self.build_failed:
