@@ -8,8 +8,10 @@ session) waits until every released sandbox is really gone.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -57,14 +59,19 @@ class SandboxPool:
         )
         child.close()
         self._pending = 0
+        self._ready: collections.deque[Lease] = collections.deque()
+        self._error: str | None = None
         self.leftovers: list[int] = []
         self._hello: dict[str, Any] | None = None
         self.closed = False
 
     @property
     def fds(self) -> list[int]:
-        """Descriptors a forked test process must close."""
-        return [self._sock.fileno()]
+        """Descriptors a forked test process must close (ours, and other sandboxes')."""
+        fds = [self._sock.fileno()]
+        for lease in self._ready:
+            fds += [lease.pidfd, *lease.join_fds]
+        return fds
 
     def _recv(self) -> tuple[dict[str, Any], list[int]]:
         try:
@@ -83,36 +90,48 @@ class SandboxPool:
     def hello(self) -> dict[str, Any]:
         """What the builder found at startup (swept leftovers, cgroup version)."""
         while self._hello is None:
-            message, fds = self._recv()
-            self._handle_async(message, fds)
+            self._handle(*self._recv())
         return self._hello
 
-    def _handle_async(self, message: dict[str, Any], fds: list[int]) -> None:
+    def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
+        op = message["op"]
+        if op == "ready":
+            group = GroupV1(message["group"], message["cgroup"]) if message["cgroup"] else None
+            problems = message["problems"]
+            lease = Lease(message["id"], message["pid"], fds[0], group, problems, fds[1:])
+            self._ready.append(lease)
+            return
         for fd in fds:
             os.close(fd)
-        if message["op"] == "released":
+        if op == "released":
             self._pending -= 1
             self.leftovers += message.get("leftovers", [])
+        elif op == "error":
+            self._error = str(message["message"])
         else:
             raise PoolError(f"unexpected message from the sandbox builder: {message}")
 
+    def _poll(self) -> None:
+        """Take in whatever the builder has sent, without waiting."""
+        while select.select([self._sock], [], [], 0)[0]:
+            self._handle(*self._recv())
+
     def settle(self, keep: int = 0) -> None:
         """Wait until at most ``keep`` released sandboxes are still being destroyed."""
+        self._poll()
         while self._pending > keep:
-            message, fds = self._recv()
-            self._handle_async(message, fds)
+            self._handle(*self._recv())
 
     def acquire(self) -> Lease:
-        self._sock.send(b'{"op":"get"}')
-        while True:
-            message, fds = self._recv()
-            if message["op"] == "ready":
-                group = GroupV1(message["group"], message["cgroup"]) if message["cgroup"] else None
-                problems = message["problems"]
-                return Lease(message["id"], message["pid"], fds[0], group, problems, fds[1:])
-            if message["op"] == "error":
-                raise PoolError(f"could not build the sandbox: {message['message']}")
-            self._handle_async(message, fds)
+        """A ready sandbox: normally already here, built while the last test ran."""
+        self._poll()
+        while not self._ready:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._sock.send(b'{"op":"retry"}')
+                raise PoolError(f"could not build the sandbox: {error}")
+            self._handle(*self._recv())
+        return self._ready.popleft()
 
     def release(self, lease: Lease) -> None:
         os.close(lease.pidfd)
@@ -131,6 +150,10 @@ class SandboxPool:
             self._sock.send(b'{"op":"quit"}')
         except (OSError, PoolError):
             pass
+        while self._ready:
+            lease = self._ready.popleft()
+            for fd in (lease.pidfd, *lease.join_fds):
+                os.close(fd)
         self._sock.close()
         try:
             self._proc.wait(timeout=30)

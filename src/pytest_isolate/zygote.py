@@ -30,6 +30,8 @@ from .sandbox.namespaces import SANDBOX_NAMESPACES, init_loop, set_hostname, wri
 from .sandbox.network import bring_up_loopback
 
 SCRATCH_PREFIX = "pytest-isolate-"
+# Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
+SPARES = 2
 DEFAULT_HOSTNAME = "isolated"
 
 
@@ -52,7 +54,6 @@ class Zygote:
         self.backend: CgroupBackend | None = detect()
         self.cgroup_error = ""
         self.next_id = 0
-        self.spare: Sandbox | None = None
         self.active: dict[int, Sandbox] = {}
         self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
         self.build_failed = False
@@ -147,16 +148,8 @@ class Zygote:
         else:
             self.sock.send(data)
 
-    def handle_get(self) -> None:
-        self.build_failed = False
-        sandbox = self.spare
-        self.spare = None
-        if sandbox is None:
-            try:
-                sandbox = self.build()
-            except (OSError, RuntimeError) as exc:
-                self.send({"op": "error", "message": str(exc)})
-                return
+    def announce(self, sandbox: Sandbox) -> None:
+        """Hand a ready sandbox to pytest, with its init's pidfd and its cgroup join files."""
         self.active[sandbox.ident] = sandbox
         group = sandbox.group
         # Opened here, so the test process only writes "0" to each (no path lookups).
@@ -176,12 +169,14 @@ class Zygote:
         for fd in join:
             os.close(fd)
 
-    def prepare_spare(self) -> None:
-        if self.spare is None and not self.build_failed:
-            try:
-                self.spare = self.build()
-            except (OSError, RuntimeError):
-                self.build_failed = True  # retried, and reported, when a test asks for one
+    def build_one(self) -> None:
+        try:
+            sandbox = self.build()
+        except (OSError, RuntimeError) as exc:
+            self.build_failed = True  # until pytest asks again ("retry")
+            self.send({"op": "error", "message": str(exc)})
+            return
+        self.announce(sandbox)
 
     def handle_release(self, ident: int) -> None:
         sandbox = self.active.pop(ident, None)
@@ -198,34 +193,36 @@ class Zygote:
             self.send({"op": "released", "id": sandbox.ident, "leftovers": leftovers})
 
     def serve(self) -> None:
-        """Answer requests first, then finish dying sandboxes, then build the next one.
+        """Handle messages first, then finish dying sandboxes, then build the next one.
 
-        A dying sandbox's init exits only once its whole namespace is gone, which takes
-        a millisecond or two of kernel work: that happens while the next test runs.
+        Sandboxes are pushed to pytest as soon as they are built, up to ``SPARES`` beyond
+        the one in use, so that taking one costs pytest no round trip. A dying sandbox's
+        init exits only once its whole namespace is gone, a millisecond or two of kernel
+        work that happens while the next test runs.
         """
         while True:
-            idle = self.spare is not None or self.build_failed
+            want = len(self.active) <= SPARES and not self.build_failed
             fds = [self.sock.fileno(), *self.dying]
-            ready, _, _ = select.select(fds, [], [], None if idle else 0)
+            ready, _, _ = select.select(fds, [], [], 0 if want else None)
             if self.sock.fileno() in ready:
                 data = self.sock.recv(65536)
                 if not data:
                     return
                 message = json.loads(data)
                 op = message["op"]
-                if op == "get":
-                    self.handle_get()
-                elif op == "release":
+                if op == "release":
                     self.handle_release(int(message["id"]))
+                elif op == "retry":
+                    self.build_failed = False
                 elif op == "quit":
                     return
                 continue
             self.reap_dying([fd for fd in ready if fd in self.dying])
-            if not ready:
-                self.prepare_spare()
+            if not ready and want:
+                self.build_one()
 
     def close(self) -> None:
-        for sandbox in [*self.active.values(), *([self.spare] if self.spare else [])]:
+        for sandbox in self.active.values():
             try:
                 self.destroy(sandbox)
             except OSError:
@@ -237,7 +234,6 @@ class Zygote:
                 pass
         self.dying.clear()
         self.active.clear()
-        self.spare = None
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
@@ -272,6 +268,13 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != config["parent"]:
         return  # pytest died before we could ask to be told
+    # Build sandboxes only with CPU time nobody else wants: never delay a running test
+    # (or pytest waiting for one) on a small machine. Sandboxes inherit the policy, so
+    # their teardown, in the exit of their init, is deferred to idle time too.
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
     sock = socket.socket(fileno=config["fd"])
     base = config["scratch_base"]
     sweep_scratch(base)
