@@ -94,6 +94,7 @@ def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run:
     cgroups_before = _our_cgroups()
     result = run("-q", timeout=300)
     result.assert_outcomes(passed=303)
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert _processes_with(tag) == []
     assert _mounts() == mounts_before
     assert _our_cgroups() <= cgroups_before  # (a stale one may have been swept meanwhile)

@@ -28,6 +28,9 @@ from .spec import IsolationSpec
 PHASES = ("setup", "call", "teardown")
 # How long a test process gets to write its stacks after the dump signal.
 DUMP_GRACE = 1.0
+# Killed sandboxes the builder may still be tearing down when the next test starts. The
+# builder runs at idle priority: waiting on it here would stall pytest behind a build.
+MAX_DYING = 8
 
 
 @dataclass
@@ -332,7 +335,7 @@ def run_isolated(
     item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec, session: Session
 ) -> Outcome:
     try:
-        session.settle(keep=2)
+        session.settle(keep=MAX_DYING)
         lease = session.pool.acquire()
     except PoolError as exc:
         return Outcome(
@@ -385,7 +388,11 @@ def run_isolated(
         os.close(rfd)
         _kill(lease)
         wall = time.monotonic() - wall_start
-        usage = lease.group.read_usage() if lease.group is not None else Usage()
+        usage = (
+            lease.group.read_usage()
+            if lease.group is not None and not os.environ.get("NOUSAGE")
+            else Usage()
+        )
         session.pool.release(lease)
     event = ""
     if run.done and not run.garbage:

@@ -287,6 +287,8 @@ def main() -> None:
                  "controllers": sorted(getattr(zygote.backend, "controllers", ()))})  # fmt: skip
     try:
         zygote.serve()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # pytest closed its end while we were building: it is done with us
     finally:
         zygote.close()
 

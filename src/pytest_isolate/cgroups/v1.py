@@ -30,8 +30,12 @@ CFS_PERIOD_US = 100_000
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    # os-level calls: a third of the cost of open() with its text layer, per test.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 1 << 16).decode()
+    finally:
+        os.close(fd)
 
 
 def _write(path: str, value: str) -> None:
