@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _ffi
-from .cgroups import CgroupBackend, Group, detect, parse_mountinfo, token_is_stale
+from .cgroups import CgroupBackend, CgroupError, Group, detect, parse_mountinfo, token_is_stale
 from .sandbox.filesystem import MountStep, build_root, plan_mounts
 from .sandbox.namespaces import SANDBOX_NAMESPACES, init_loop, set_hostname, write_id_maps
 from .sandbox.network import bring_up_loopback
@@ -129,9 +129,12 @@ class Zygote:
         os.close(sandbox.pidfd)
         leftovers: list[int] = []
         if sandbox.group is not None:
-            leftovers = sorted(sandbox.group.pids())
-            sandbox.group.kill()
-            sandbox.group.remove()
+            try:
+                sandbox.group.remove(deadline=0)  # empty now: the namespace is gone
+            except CgroupError:
+                leftovers = sorted(sandbox.group.pids())
+                sandbox.group.kill()
+                sandbox.group.remove()
         return leftovers
 
     def destroy(self, sandbox: Sandbox) -> list[int]:

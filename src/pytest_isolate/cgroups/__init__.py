@@ -82,8 +82,9 @@ class Group(Protocol):
     def kill(self) -> None:
         """SIGKILL every process left in the group, until it is empty."""
 
-    def remove(self) -> None:
-        """Remove the group's directories (it must be empty)."""
+    def remove(self, deadline: float = 5.0) -> None:
+        """Remove the group's directories (it must be empty; EBUSY is retried until
+        ``deadline`` seconds have passed)."""
 
 
 class CgroupBackend(Protocol):
