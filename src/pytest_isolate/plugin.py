@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 
 from . import wire
+from ._compat import teardown_to
 from .child import current_channel
 from .controller import Session, error_reports, run_isolated
 from .reporting import Stats
@@ -120,6 +121,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash[STATE_KEY]
     if state.session is None and any(_decision(item) is not None for item in session.items):
         if sys.platform != "linux":
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"pytest-isolate: sandboxes need Linux; on {sys.platform} isolated tests "
+                    "run in-process"
+                ),
+                stacklevel=1,
+            )
+            state.settings = replace(state.settings, disabled=True)
             return
         state.session = Session.start()
 
@@ -128,7 +137,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     state = item.config.stash[STATE_KEY]
     decision = _decision(item)
-    if decision is None:
+    if decision is None or (state.settings.disabled and not isinstance(decision, str)):
         if state.session is not None:
             # Every earlier sandbox is gone (killed, reaped, cgroups removed) before a test
             # that can see the host runs; an isolated test cannot see them anyway.
@@ -159,8 +168,6 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     for report in reports:
         ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    from ._compat import teardown_to
-
     teardown_to(item, nextitem)
     if exit_request is not None:
         pytest.exit(exit_request["msg"], exit_request["returncode"])
