@@ -14,6 +14,7 @@ pid and start time).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -69,6 +70,7 @@ class Zygote:
         _ffi.unshare(_ffi.CLONE_NEWPID)
         pid = -1
         try:
+            gc.freeze()  # the child's collector never walks (and so never copies) our heap
             pid = os.fork()
         finally:
             if pid != 0:
@@ -93,6 +95,7 @@ class Zygote:
         raise RuntimeError(buf[1:].decode(errors="replace").strip() or "sandbox init died")
 
     def _init_main(self, w: int) -> None:  # pragma: no cover - runs in the child
+        gc.disable()  # a short-lived process that makes no garbage cycles worth collecting
         try:
             _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
             self.sock.close()
