@@ -3,7 +3,8 @@
 Python 3.11 has no ``os.unshare``/``os.setns`` and no Python has ``mount``,
 ``umount2``, ``pivot_root`` or ``prctl``. These are thin wrappers: each retries
 on EINTR and raises ``OSError(errno, strerror)`` on failure, like ``os``.
-Nothing is compiled: the symbols are looked up in the already loaded libc.
+Nothing is compiled: the symbols are looked up in the already loaded libc, with
+declarations pre-parsed into ``_ffi_abi.py`` (see ``_ffi_build.py``).
 """
 
 from __future__ import annotations
@@ -13,21 +14,15 @@ import os
 import platform
 from typing import Any
 
-from cffi import FFI
+try:
+    from ._ffi_abi import ffi as _ffi  # pre-parsed declarations: no C parser loaded
+except ImportError:  # pragma: no cover - a cffi that cannot read the generated file
+    from cffi import FFI
 
-_ffi = FFI()
-_ffi.cdef(
-    """
-    int unshare(int flags);
-    int setns(int fd, int nstype);
-    int mount(const char *source, const char *target, const char *fstype,
-              unsigned long flags, const void *data);
-    int umount2(const char *target, int flags);
-    long syscall(long number, ...);
-    int prctl(int option, unsigned long arg2, unsigned long arg3,
-              unsigned long arg4, unsigned long arg5);
-    """
-)
+    from ._ffi_build import CDEF
+
+    _ffi = FFI()
+    _ffi.cdef(CDEF)
 _libc: Any = _ffi.dlopen(None)
 
 # <linux/sched.h>
