@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +18,9 @@ from pytest_isolate.spec import (
     SPEC_KEYS,
     TIMEOUT_FORM,
     IsolationSpec,
+    Settings,
     SpecError,
+    decide,
     merge_marker_kwargs,
     parse_bool,
     parse_cpu,
@@ -599,4 +601,36 @@ def test_parse_bool_rejects(value: object) -> None:
         parse_bool(value, "ini option isolate_all")
     assert str(exc.value) == (
         f"ini option isolate_all: invalid value {value!r}; expected true or false"
+    )
+
+
+# -- decide ----------------------------------------------------------------------------------------
+
+
+def _settings(isolate_all: bool = False, disabled: bool = False) -> Settings:
+    return Settings(isolate_all=isolate_all, disabled=disabled, defaults=BUILTIN_DEFAULTS)
+
+
+def test_decide_unmarked_test_runs_in_process() -> None:
+    assert decide([], _settings(), "t.py::test") is None
+
+
+def test_decide_isolate_all_uses_the_defaults() -> None:
+    assert decide([], _settings(isolate_all=True), "t.py::test") == BUILTIN_DEFAULTS
+
+
+def test_decide_marker_over_defaults() -> None:
+    spec = decide([((), {"mem": "64M"})], _settings(), "t.py::test")
+    assert spec == replace(BUILTIN_DEFAULTS, mem=64 * 2**20)
+
+
+def test_decide_disabled_wins_over_markers() -> None:
+    assert decide([((), {"mem": "64M"})], _settings(disabled=True), "t.py::test") is None
+
+
+def test_decide_bad_marker_is_a_message_naming_the_test() -> None:
+    message = decide([((), {"pids": -1})], _settings(), "t.py::test_x")
+    assert message == (
+        "@pytest.mark.isolated on t.py::test_x: invalid pids=-1 (must be at least 1); "
+        "expected an int >= 1 (processes and threads), or None for no cap"
     )

@@ -20,10 +20,9 @@ from .spec import (
     IsolationSpec,
     Settings,
     SpecError,
-    merge_marker_kwargs,
+    decide,
     parse_bool,
     resolve_defaults,
-    spec_from_marker,
 )
 from .warning_wire import rebuild_warning, serialize_warning
 
@@ -86,22 +85,11 @@ def _settings(config: pytest.Config) -> Settings:
                     defaults=defaults)  # fmt: skip
 
 
-def decide(item: pytest.Item, settings: Settings) -> IsolationSpec | str | None:
-    """The spec to isolate ``item`` with, an error message, or None (run in-process)."""
-    markers = list(item.iter_markers(MARKER))
-    if settings.disabled or not (markers or settings.isolate_all):
-        return None
-    source = f"@pytest.mark.isolated on {item.nodeid}"
-    try:
-        kwargs = merge_marker_kwargs(((m.args, m.kwargs) for m in markers), source)
-        return spec_from_marker(kwargs, settings.defaults, source)
-    except SpecError as exc:
-        return str(exc)
-
-
 def _decision(item: pytest.Item) -> IsolationSpec | str | None:
     if DECISION_KEY not in item.stash:
-        item.stash[DECISION_KEY] = decide(item, item.config.stash[STATE_KEY].settings)
+        markers = [(m.args, m.kwargs) for m in item.iter_markers(MARKER)]
+        settings = item.config.stash[STATE_KEY].settings
+        item.stash[DECISION_KEY] = decide(markers, settings, item.nodeid)
     return item.stash[DECISION_KEY]
 
 

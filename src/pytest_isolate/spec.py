@@ -19,6 +19,7 @@ __all__ = [
     "IsolationSpec",
     "SpecError",
     "Settings",
+    "decide",
     "merge_marker_kwargs",
     "parse_cpu",
     "parse_hostname",
@@ -243,6 +244,25 @@ def spec_from_marker(
     """Apply validated marker values over the session defaults."""
     values = {key: _PARSERS[key](value, source) for key, value in kwargs.items()}
     return replace(defaults, **values)
+
+
+def decide(
+    markers: Iterable[tuple[tuple[object, ...], Mapping[str, object]]],
+    settings: Settings,
+    nodeid: str,
+) -> IsolationSpec | str | None:
+    """What one test gets: its spec, an error message for its marker, or None (in-process).
+
+    ``markers``: ``(args, kwargs)`` of its ``isolated`` markers, closest first.
+    """
+    markers = list(markers)
+    if settings.disabled or not (markers or settings.isolate_all):
+        return None
+    source = f"@pytest.mark.isolated on {nodeid}"
+    try:
+        return spec_from_marker(merge_marker_kwargs(markers, source), settings.defaults, source)
+    except SpecError as exc:
+        return str(exc)
 
 
 def parse_bool(value: object, source: str) -> bool:
