@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 from typing import Protocol
 
 import pytest
@@ -33,3 +35,17 @@ def run(pytester: pytest.Pytester) -> RunPytest:
         return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
 
     return _run
+
+
+def reap(pid: int, timeout: float = 10.0) -> int:
+    """Wait for a child this test forked; SIGKILL it and fail if it outlives ``timeout``."""
+    end = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} did not exit within {timeout} s")
+        time.sleep(0.002)

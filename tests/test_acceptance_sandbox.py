@@ -64,10 +64,20 @@ def test_pid_namespace_proc_signals_orphans_and_daemons(
             time.sleep(0.2)
             assert any("{tag}" in open(f"/proc/{{p}}/cmdline").read()
                        for p in os.listdir("/proc") if p.isdigit())
+
+        def test_zz_daemon_is_gone_on_the_host():  # not isolated: sees the host's /proc
+            found = []
+            for p in os.listdir("/proc"):
+                try:
+                    if p.isdigit() and "{tag}" in open(f"/proc/{{p}}/cmdline").read():
+                        found.append(p)
+                except OSError:
+                    pass
+            assert found == []
         """
     )
     result = run("-v")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(
         ["*test_sigterm_self_dies*FAILED*", "*was killed by signal 15 (SIGTERM) during call*"]
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_cgroup_v1
+from conftest import needs_cgroup_v1, reap
 from pytest_isolate.cgroups import (
     PREFIX,
     CgroupError,
@@ -642,19 +642,6 @@ def _fork_into(group: GroupV1, body: Callable[[], int], ready: int | None = None
     return pid
 
 
-def _reap(pid: int, timeout: float = 10.0) -> int:
-    end = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > end:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError(f"child {pid} did not exit within {timeout} s")
-        time.sleep(0.005)
-
-
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -702,7 +689,7 @@ def test_real_cpu_cap_throttles(new_group: GroupFactory) -> None:
             pass
         return 0
 
-    status = _reap(_fork_into(group, body))
+    status = reap(_fork_into(group, body))
     assert os.waitstatus_to_exitcode(status) == 0
     usage = group.read_usage()
     cpu = usage.cpu_user + usage.cpu_system
@@ -734,7 +721,7 @@ def test_real_kill_and_remove(new_group: GroupFactory) -> None:
             assert _read(path).split() == [str(pid)]
         group.kill()
         assert group.pids() == set()
-        status = _reap(pid)
+        status = reap(pid)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         group.remove()
         assert not any(os.path.exists(d) for d in group.dirs().values())
@@ -756,7 +743,7 @@ def test_real_oom_kill_is_counted(new_group: GroupFactory) -> None:
         block[::4096] = b"\x01" * len(range(0, size, 4096))
         return 0
 
-    status = _reap(_fork_into(group, body))
+    status = reap(_fork_into(group, body))
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     usage = group.read_usage()
     assert usage.oom_kills == 1
@@ -785,7 +772,7 @@ def test_real_pids_cap_refuses_forks(new_group: GroupFactory) -> None:
             os.waitpid(child, 0)
         return refused
 
-    status = _reap(_fork_into(group, body))
+    status = reap(_fork_into(group, body))
     assert os.waitstatus_to_exitcode(status) == 3  # 1 + 2 children fit under pids=3
     usage = group.read_usage()
     assert usage.pids_limit_hits == 3

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from conftest import reap
 from pytest_isolate.cgroups import Usage
 from pytest_isolate.reporting import (
     PROPERTY_PREFIX,
@@ -73,16 +74,7 @@ def _status_of(child: Callable[[], None]) -> int:
             child()
         finally:
             os._exit(99)
-    end = time.monotonic() + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        if time.monotonic() > end:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise AssertionError("child did not exit")
-        time.sleep(0.002)
+    return reap(pid)
 
 
 def _exit_3() -> None:  # pragma: no cover - the child

@@ -112,14 +112,19 @@ def _number(value: object) -> float | None:
     return None
 
 
+def _positive(value: object, source: str, key: str, form: str) -> float:
+    number = _number(value)
+    if number is None or not math.isfinite(number):
+        raise _bad(source, key, value, form)
+    if number <= 0:
+        raise _bad(source, key, value, form, "must be greater than 0")
+    return number
+
+
 def parse_cpu(value: object, source: str) -> float | None:
     if _is_none(value):
         return None
-    number = _number(value)
-    if number is None or not math.isfinite(number):
-        raise _bad(source, "cpu", value, CPU_FORM)
-    if number <= 0:
-        raise _bad(source, "cpu", value, CPU_FORM, "must be greater than 0")
+    number = _positive(value, source, "cpu", CPU_FORM)
     if number < MIN_CPU:
         raise _bad(source, "cpu", value, CPU_FORM, f"the kernel's smallest cap is {MIN_CPU}")
     return number
@@ -164,12 +169,7 @@ def parse_pids(value: object, source: str) -> int | None:
 def parse_timeout(value: object, source: str) -> float | None:
     if _is_none(value):
         return None
-    number = _number(value)
-    if number is None or not math.isfinite(number):
-        raise _bad(source, "timeout", value, TIMEOUT_FORM)
-    if number <= 0:
-        raise _bad(source, "timeout", value, TIMEOUT_FORM, "must be greater than 0")
-    return number
+    return _positive(value, source, "timeout", TIMEOUT_FORM)
 
 
 def parse_hostname(value: object, source: str) -> str:
