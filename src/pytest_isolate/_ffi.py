@@ -1,8 +1,8 @@
 """cffi (ABI mode) bindings for the few syscalls the standard library lacks.
 
-Python 3.11 has no ``os.unshare``/``os.setns`` and no Python has ``mount``,
-``umount2``, ``pivot_root`` or ``prctl``. These are thin wrappers: each retries
-on EINTR and raises ``OSError(errno, strerror)`` on failure, like ``os``.
+Python 3.11 has no ``os.unshare``/``os.setns`` and no Python has ``mount`` or
+``prctl``. These are thin wrappers: each retries on EINTR and raises
+``OSError(errno, strerror)`` on failure, like ``os``.
 Nothing is compiled: the symbols are looked up in the already loaded libc, with
 declarations pre-parsed into ``_ffi_abi.py`` (see ``_ffi_build.py``).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 from typing import Any
 
 try:
@@ -48,16 +47,12 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
-MNT_DETACH = 2
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
-
-# pivot_root has no glibc wrapper.
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
 def _retry(name: str, call: Any, *args: Any) -> int:
@@ -94,19 +89,6 @@ def mount(
     if ret == -1:
         err = _ffi.errno
         raise OSError(err, f"{os.strerror(err)}: mount {fstype or ''} {source or ''} on {target}")
-
-
-def umount2(target: str, flags: int = 0) -> None:
-    _retry(f"umount2 {target}", _libc.umount2, target.encode(), flags)
-
-
-def pivot_root(new_root: str, put_old: str) -> None:
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
-    if number is None:
-        raise OSError(errno.ENOSYS, f"pivot_root: unknown syscall number on {platform.machine()}")
-    new = _ffi.new("char[]", new_root.encode())
-    old = _ffi.new("char[]", put_old.encode())
-    _retry("pivot_root", _libc.syscall, _ffi.cast("long", number), new, old)
 
 
 def prctl(option: int, arg2: int = 0) -> int:

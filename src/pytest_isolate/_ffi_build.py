@@ -21,8 +21,6 @@ CDEF = """
     int setns(int fd, int nstype);
     int mount(const char *source, const char *target, const char *fstype,
               unsigned long flags, const void *data);
-    int umount2(const char *target, int flags);
-    long syscall(long number, ...);
     int prctl(int option, unsigned long arg2, unsigned long arg3,
               unsigned long arg4, unsigned long arg5);
 """

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import os
 import select
-import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from . import _compat, _ffi, child, wire
 from .cgroups import Limits, Usage
 from .pool import Lease, PoolError, SandboxPool
 from .reporting import Record, describe_exit, format_seconds, oom_text, pids_text
+from .sandbox.namespaces import kill_sandbox
 from .spec import IsolationSpec
 
 PHASES = ("setup", "call", "teardown")
@@ -140,6 +140,19 @@ def _handle(run: _Run, config: pytest.Config, kind: bytes, payload: Any) -> None
         run.error = payload["traceback"]
 
 
+def _read(run: _Run, config: pytest.Config, rfd: int) -> bool:
+    """Take in what is on the pipe; True at EOF. Bytes that are not a frame end the
+    reading (``run.garbage``), after the whole frames before them are taken in."""
+    try:
+        messages, eof = wire.drain(rfd, run.reader)
+    except wire.WireError as exc:
+        messages, eof = exc.messages, True
+        run.garbage = str(exc)
+    for kind, payload in messages:
+        _handle(run, config, kind, payload)
+    return eof
+
+
 def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) -> None:
     pidfd = os.pidfd_open(run.pid)
     os.set_blocking(rfd, False)
@@ -161,17 +174,9 @@ def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) ->
                 if fd == pidfd:
                     exited = True
                 elif reading:
-                    try:
-                        messages, eof = wire.drain(rfd, run.reader)
-                    except wire.WireError as exc:
-                        for kind, payload in exc.messages:
-                            _handle(run, config, kind, payload)
-                        run.garbage = str(exc)
-                        return
-                    for kind, payload in messages:
-                        _handle(run, config, kind, payload)
-                    if run.done or run.exit is not None:
-                        # The last message: the test process only has to exit now, and
+                    eof = _read(run, config, rfd)
+                    if run.garbage or run.done or run.exit is not None:
+                        # After the last message the test process only has to exit, and
                         # its exit (freeing its copy of our memory) need not delay us.
                         return
                     if eof:
@@ -179,13 +184,7 @@ def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) ->
                         poller.unregister(rfd)
             if exited:
                 if reading:
-                    try:
-                        messages, _ = wire.drain(rfd, run.reader)
-                    except wire.WireError as exc:
-                        run.garbage = str(exc)
-                        messages = exc.messages
-                    for kind, payload in messages:
-                        _handle(run, config, kind, payload)
+                    _read(run, config, rfd)
                 return
     finally:
         os.close(pidfd)
@@ -205,13 +204,6 @@ def _collect_dump(run: _Run, session: Session) -> str:
             break
         size = now
     return os.pread(session.dump_fd, 1 << 22, 0).decode(errors="replace")
-
-
-def _kill(lease: Lease) -> None:
-    try:
-        signal.pidfd_send_signal(lease.pidfd, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _reap(pid: int) -> int:
@@ -261,7 +253,7 @@ def _crash_phase(run: _Run) -> str:
     seen = {r.when for r in run.reports}
     phase = run.phase or "setup"
     if phase in seen:  # it died after that phase's report: in the gap before the next
-        later = [p for p in PHASES[PHASES.index(phase) + 1 :]]
+        later = PHASES[PHASES.index(phase) + 1 :]
         phase = later[0] if later else "teardown"
     return phase
 
@@ -375,18 +367,18 @@ def run_isolated(
         if run.timed_out:
             dump = _collect_dump(run, session)
         if run.timed_out or run.garbage:
-            _kill(lease)
+            kill_sandbox(lease.pidfd)
         if run.done or run.exit is not None:
             session.exiting.append(pid)  # reaped later, off the critical path
         else:
             run.status = _reap(pid)
     except BaseException:
-        _kill(lease)
+        kill_sandbox(lease.pidfd)
         _reap(pid)
         raise
     finally:
         os.close(rfd)
-        _kill(lease)
+        kill_sandbox(lease.pidfd)
         wall = time.monotonic() - wall_start
         usage = (
             lease.group.read_usage()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -81,8 +81,9 @@ def _settings(config: pytest.Config) -> Settings:
     isolate_all = config.getoption("isolate_all")
     if isolate_all is None:
         isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
-    return Settings(isolate_all=bool(isolate_all), disabled=config.getoption("no_isolate"),
-                    defaults=defaults)  # fmt: skip
+    # Off Linux there are no sandboxes: everything runs in-process (with one warning).
+    disabled = config.getoption("no_isolate") or sys.platform != "linux"
+    return Settings(isolate_all=bool(isolate_all), disabled=disabled, defaults=defaults)
 
 
 def _decision(item: pytest.Item) -> IsolationSpec | str | None:
@@ -96,7 +97,9 @@ def _decision(item: pytest.Item) -> IsolationSpec | str | None:
 def pytest_report_header(config: pytest.Config) -> str:
     settings = config.stash[STATE_KEY].settings
     if settings.disabled:
-        return "isolate: off (--no-isolate)"
+        if config.getoption("no_isolate"):
+            return "isolate: off (--no-isolate)"
+        return f"isolate: off (sandboxes need Linux; this is {sys.platform})"
     d = settings.defaults
     scope = "all tests" if settings.isolate_all else "tests marked @pytest.mark.isolated"
     return (
@@ -107,8 +110,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash[STATE_KEY]
-    if state.session is None and any(_decision(item) is not None for item in session.items):
-        if sys.platform != "linux":
+    if sys.platform != "linux":
+        asked = state.settings.isolate_all or any(
+            item.get_closest_marker(MARKER) for item in session.items
+        )
+        if asked and not session.config.getoption("no_isolate"):
             warnings.warn(
                 pytest.PytestWarning(
                     f"pytest-isolate: sandboxes need Linux; on {sys.platform} isolated tests "
@@ -116,8 +122,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 ),
                 stacklevel=1,
             )
-            state.settings = replace(state.settings, disabled=True)
-            return
+        return
+    if state.session is None and any(_decision(item) is not None for item in session.items):
         state.session = Session.start()
 
 
@@ -125,7 +131,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     state = item.config.stash[STATE_KEY]
     decision = _decision(item)
-    if decision is None or (state.settings.disabled and not isinstance(decision, str)):
+    if decision is None:
         if state.session is not None:
             # Every earlier sandbox is gone (killed, reaped, cgroups removed) before a test
             # that can see the host runs; an isolated test cannot see them anyway.

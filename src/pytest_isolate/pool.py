@@ -61,8 +61,6 @@ class SandboxPool:
         self._pending = 0
         self._ready: collections.deque[Lease] = collections.deque()
         self._error: str | None = None
-        self.leftovers: list[int] = []
-        self._hello: dict[str, Any] | None = None
         self.closed = False
 
     @property
@@ -82,16 +80,7 @@ class SandboxPool:
             code = self._proc.poll()
             raise PoolError(f"the sandbox builder exited (status {code})")
         message: dict[str, Any] = json.loads(data)
-        if message["op"] == "hello":
-            self._hello = message
-            return self._recv()
         return message, fds
-
-    def hello(self) -> dict[str, Any]:
-        """What the builder found at startup (swept leftovers, cgroup version)."""
-        while self._hello is None:
-            self._handle(*self._recv())
-        return self._hello
 
     def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message["op"]
@@ -105,7 +94,6 @@ class SandboxPool:
             os.close(fd)
         if op == "released":
             self._pending -= 1
-            self.leftovers += message.get("leftovers", [])
         elif op == "error":
             self._error = str(message["message"])
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass, field
 
@@ -79,8 +80,6 @@ def describe_exit(status: int | None) -> str:
     """'killed by signal 11 (SIGSEGV)' / 'exited with status 3'."""
     if status is None:
         return "did not exit"
-    import os
-
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         core = " (core dumped)" if os.WCOREDUMP(status) else ""

@@ -25,15 +25,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _ffi
-from .cgroups import CgroupBackend, CgroupError, Group, detect, parse_mountinfo, token_is_stale
+from .cgroups import (
+    CgroupBackend,
+    CgroupError,
+    Group,
+    detect,
+    owner_token,
+    parse_mountinfo,
+    token_is_stale,
+)
 from .sandbox.filesystem import MountStep, build_root, plan_mounts
-from .sandbox.namespaces import SANDBOX_NAMESPACES, init_loop, set_hostname, write_id_maps
+from .sandbox.namespaces import (
+    SANDBOX_NAMESPACES,
+    init_loop,
+    kill_sandbox,
+    set_hostname,
+    write_id_maps,
+)
 from .sandbox.network import bring_up_loopback
+from .spec import BUILTIN_DEFAULTS
 
 SCRATCH_PREFIX = "pytest-isolate-"
 # Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
 SPARES = 2
-DEFAULT_HOSTNAME = "isolated"
 
 
 @dataclass
@@ -52,8 +66,7 @@ class Zygote:
         with open("/proc/self/mountinfo") as f:
             mounts = parse_mountinfo(f.read())
         self.steps: list[MountStep] = plan_mounts(mounts, skip=[scratch])
-        self.backend: CgroupBackend | None = detect()
-        self.cgroup_error = ""
+        self.backend: CgroupBackend | None = detect(mounts)
         self.next_id = 0
         self.active: dict[int, Sandbox] = {}
         self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
@@ -104,7 +117,7 @@ class Zygote:
             _ffi.unshare(SANDBOX_NAMESPACES)
             problems = build_root(self.scratch, self.steps)
             bring_up_loopback()
-            set_hostname(DEFAULT_HOSTNAME)
+            set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
             _ffi.unshare(_ffi.CLONE_NEWUSER)
             os.write(w, b"U\n")
             _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
@@ -119,32 +132,22 @@ class Zygote:
             finally:
                 os._exit(1)
 
-    def kill(self, sandbox: Sandbox) -> None:
-        """SIGKILL the sandbox's init; the kernel then kills the rest of its namespace."""
-        try:
-            signal.pidfd_send_signal(sandbox.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def finish(self, sandbox: Sandbox) -> list[int]:
-        """Reap a killed init and remove its cgroups; return pids found left in them."""
+    def finish(self, sandbox: Sandbox) -> None:
+        """Reap a killed init and remove its cgroups."""
         os.waitpid(sandbox.pid, 0)
         os.close(sandbox.pidfd)
-        leftovers: list[int] = []
         if sandbox.group is not None:
             try:
                 sandbox.group.remove(deadline=0)  # empty now: the namespace is gone
             except CgroupError:
-                leftovers = sorted(sandbox.group.pids())
                 sandbox.group.kill()
                 sandbox.group.remove()
-        return leftovers
 
-    def destroy(self, sandbox: Sandbox) -> list[int]:
-        self.kill(sandbox)
+    def destroy(self, sandbox: Sandbox) -> None:
+        kill_sandbox(sandbox.pidfd)
         # init's exit completes only once every process of its namespace has been reaped.
         select.select([sandbox.pidfd], [], [], 30.0)
-        return self.finish(sandbox)
+        self.finish(sandbox)
 
     # -- serving ----------------------------------------------------------------------------
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -187,16 +190,16 @@ class Zygote:
     def handle_release(self, ident: int) -> None:
         sandbox = self.active.pop(ident, None)
         if sandbox is None:
-            self.send({"op": "released", "id": ident, "leftovers": []})
+            self.send({"op": "released", "id": ident})
             return
-        self.kill(sandbox)
+        kill_sandbox(sandbox.pidfd)
         self.dying[sandbox.pidfd] = sandbox
 
     def reap_dying(self, ready: list[int]) -> None:
         for fd in ready:
             sandbox = self.dying.pop(fd)
-            leftovers = self.finish(sandbox)
-            self.send({"op": "released", "id": sandbox.ident, "leftovers": leftovers})
+            self.finish(sandbox)
+            self.send({"op": "released", "id": sandbox.ident})
 
     def serve(self) -> None:
         """Handle messages first, then finish dying sandboxes, then build the next one.
@@ -284,25 +287,17 @@ def main() -> None:
     sock = socket.socket(fileno=config["fd"])
     base = config["scratch_base"]
     sweep_scratch(base)
-    scratch = os.path.join(base, f"{SCRATCH_PREFIX}{os.getpid()}.{_start_time_token()}")
+    scratch = os.path.join(base, f"{SCRATCH_PREFIX}{owner_token()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
     zygote = Zygote(sock, scratch)
-    swept = zygote.backend.sweep() if zygote.backend is not None else []
-    zygote.send({"op": "hello", "swept": swept,
-                 "cgroup_version": getattr(zygote.backend, "version", 0),
-                 "controllers": sorted(getattr(zygote.backend, "controllers", ()))})  # fmt: skip
+    if zygote.backend is not None:
+        zygote.backend.sweep()
     try:
         zygote.serve()
     except (BrokenPipeError, ConnectionResetError):
         pass  # pytest closed its end while we were building: it is done with us
     finally:
         zygote.close()
-
-
-def _start_time_token() -> str:
-    from .cgroups import owner_token
-
-    return owner_token().split(".", 1)[1]
 
 
 if __name__ == "__main__":  # pragma: no cover

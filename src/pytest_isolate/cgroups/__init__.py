@@ -178,12 +178,14 @@ def token_is_stale(name: str, proc: str = "/proc") -> bool:
     return _start_time(int(parts[0]), proc) != parts[1]
 
 
-def detect(mountinfo_path: str = "/proc/self/mountinfo") -> CgroupBackend | None:
-    """The backend for this host, or None when no usable hierarchy is mounted."""
+def detect(entries: list[MountEntry] | None = None) -> CgroupBackend | None:
+    """The backend for this host (``entries``: its parsed mountinfo, read if not given),
+    or None when no usable hierarchy is mounted."""
     from .v1 import CgroupV1
 
-    with open(mountinfo_path) as f:
-        entries = parse_mountinfo(f.read())
+    if entries is None:
+        with open("/proc/self/mountinfo") as f:
+            entries = parse_mountinfo(f.read())
     v1 = CgroupV1.from_mounts(entries)
     if v1 is not None:
         return v1

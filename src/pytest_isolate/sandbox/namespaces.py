@@ -3,7 +3,7 @@
 The sandbox is built ahead of time by an *init* process (pid 1 of a fresh pid
 namespace), so that the test process only has to join it:
 
-    init:  unshare(NS|NET|UTS|IPC) -> overlay + pivot_root -> lo up -> hostname
+    init:  unshare(NS|NET|UTS|IPC) -> overlay moved over / -> lo up -> hostname
            -> unshare(USER) (last: see below) -> wait, reaping orphans
     test:  (forked by pytest into init's pid namespace)
            join init's cgroups -> setns(NS|NET|UTS|IPC) -> hostname -> setns(USER)
@@ -45,6 +45,14 @@ def write_id_maps(pid: int) -> None:
             os.write(fd, IDENTITY_MAP.encode())
         finally:
             os.close(fd)
+
+
+def kill_sandbox(init_pidfd: int) -> None:
+    """SIGKILL a sandbox's init; the kernel then kills everything left in its namespace."""
+    try:
+        signal.pidfd_send_signal(init_pidfd, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def set_hostname(name: str) -> None:
