@@ -45,7 +45,8 @@ def test_cpu_cap_throttles(pytester: pytest.Pytester, run: RunPytest) -> None:
     wall = float(busy["isolate_wall_s"])
     assert 0.9 < cpu < 1.6, busy
     assert int(busy["isolate_nr_throttled"]) > 5, busy
-    assert float(busy["isolate_throttled_s"]) > 1.0, busy
+    # Ideally ~2.3 s; less when a loaded machine leaves the test short of even its quota.
+    assert float(busy["isolate_throttled_s"]) > 0.3, busy
     # 1 s of CPU at 30% of one CPU takes more than 3 s of wall time.
     assert wall > 2.8, busy
     assert int(props["test_uncapped"]["isolate_nr_throttled"]) == 0

@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from . import _ffi
 from .cgroups import (
@@ -34,7 +34,14 @@ from .cgroups import (
     parse_mountinfo,
     token_is_stale,
 )
-from .sandbox.filesystem import MountStep, build_root, plan_mounts
+from .sandbox.filesystem import (
+    MountStep,
+    build_tree,
+    enter_root_mount,
+    mount_proc,
+    plan_mounts,
+    root_of,
+)
 from .sandbox.namespaces import (
     SANDBOX_NAMESPACES,
     init_loop,
@@ -48,6 +55,13 @@ from .spec import BUILTIN_DEFAULTS
 SCRATCH_PREFIX = "pytest-isolate-"
 # Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
 SPARES = 2
+HOME_NAMESPACES: Final = (
+    ("mnt", _ffi.CLONE_NEWNS),
+    ("net", _ffi.CLONE_NEWNET),
+    ("uts", _ffi.CLONE_NEWUTS),
+    ("ipc", _ffi.CLONE_NEWIPC),
+    ("pid", _ffi.CLONE_NEWPID),  # for our children: a second unshare(CLONE_NEWPID) needs it
+)
 
 
 @dataclass
@@ -71,41 +85,64 @@ class Zygote:
         self.active: dict[int, Sandbox] = {}
         self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
         self.build_failed = False
-        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        self.urgent = True  # the priority we start with; set_urgent(False) lowers it
+        # Our own namespaces, to return to after building each sandbox in fresh ones.
+        self.home = [
+            (os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), nstype)
+            for name, nstype in HOME_NAMESPACES
+        ]
 
     # -- building ---------------------------------------------------------------------------
     def build(self) -> Sandbox:
+        """Build one sandbox: its namespaces and mounts here, then fork its pid 1 into them.
+
+        The builder enters the new mount, network, UTS and IPC namespaces itself and builds
+        the snapshot there, so the fork that makes pid 1 comes last and pid 1 has little
+        left to do (mount /proc, create the user namespace, chroot). Then the builder goes
+        back to its own namespaces. Doing the work here rather than in the fresh pid 1
+        spares the copy-on-write faults a forked Python process takes for every page it
+        touches.
+        """
         self.next_id += 1
         group = self.backend.create(str(self.next_id)) if self.backend is not None else None
         r, w = os.pipe()
-        # Only our next child enters the new pid namespace, as its pid 1. Then return to our
-        # own: a second unshare(CLONE_NEWPID) is EINVAL while they differ.
-        _ffi.unshare(_ffi.CLONE_NEWPID)
         pid = -1
+        # CLONE_NEWPID applies to our next child only: it becomes pid 1 of the new namespace.
+        _ffi.unshare(_ffi.CLONE_NEWPID | SANDBOX_NAMESPACES)
         try:
+            problems = build_tree(self.scratch, self.steps)
+            bring_up_loopback()
+            set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
+            os.chdir(root_of(self.scratch))  # pid 1 mounts /proc and chroots from here
+            enter_root_mount()
             gc.freeze()  # the child's collector never walks (and so never copies) our heap
             pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child
+                os.close(r)
+                self._init_main(w)
         finally:
             if pid != 0:
-                _ffi.setns(self.own_pidns, _ffi.CLONE_NEWPID)
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(r)
-            self._init_main(w)
+                self._go_home()
         os.close(w)
         pidfd = os.pidfd_open(pid)
-        sandbox = Sandbox(self.next_id, pid, pidfd, group, [])
+        sandbox = Sandbox(self.next_id, pid, pidfd, group, problems)
         buf = b""
         with os.fdopen(r, "rb") as pipe:
             for line in pipe:
                 if line.startswith(b"U"):
                     write_id_maps(pid)
                 elif line.startswith(b"R"):
-                    sandbox.problems = json.loads(line[1:])
                     return sandbox
                 else:
                     buf += line
         self.destroy(sandbox)
         raise RuntimeError(buf[1:].decode(errors="replace").strip() or "sandbox init died")
+
+    def _go_home(self) -> None:
+        """Return to the builder's own namespaces (setns into a mount namespace resets root
+        and working directory to that namespace's)."""
+        for fd, nstype in self.home:
+            _ffi.setns(fd, nstype)
 
     def _init_main(self, w: int) -> None:  # pragma: no cover - runs in the child
         gc.disable()  # a short-lived process that makes no garbage cycles worth collecting
@@ -114,15 +151,16 @@ class Zygote:
             self.sock.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
-            _ffi.unshare(SANDBOX_NAMESPACES)
-            problems = build_root(self.scratch, self.steps)
-            bring_up_loopback()
-            set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
+            mount_proc(".")  # procfs shows the pid namespace of whoever mounts it: ours
+            # Into the snapshot first: unshare(CLONE_NEWUSER) is EPERM for a process whose
+            # root is not the topmost mount on the namespace's root.
+            os.chroot(".")
+            os.chdir("/")
             _ffi.unshare(_ffi.CLONE_NEWUSER)
             os.write(w, b"U\n")
             _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
             _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
-            os.write(w, b"R" + json.dumps(problems).encode() + b"\n")
+            os.write(w, b"R\n")
             os.close(w)
             os.closerange(3, 1 << 16)
             init_loop()
@@ -201,6 +239,23 @@ class Zygote:
             self.finish(sandbox)
             self.send({"op": "released", "id": sandbox.ident})
 
+    def set_urgent(self, urgent: bool) -> None:
+        """Build at normal priority only when pytest is (about to be) waiting for a sandbox.
+
+        With spares ready, build with CPU time nobody else wants, so a running test is never
+        delayed on a small machine; sandboxes inherit the policy, so their teardown (in
+        their init's exit) is deferred too. With none ready, idle priority would let any
+        other load on the machine starve pytest.
+        """
+        if urgent == self.urgent:
+            return
+        self.urgent = urgent
+        try:
+            policy = os.SCHED_OTHER if urgent else os.SCHED_IDLE
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+        except (AttributeError, OSError):  # not Linux, or not allowed: keep the priority
+            pass
+
     def serve(self) -> None:
         """Handle messages first, then finish dying sandboxes, then build the next one.
 
@@ -228,6 +283,8 @@ class Zygote:
                 continue
             self.reap_dying([fd for fd in ready if fd in self.dying])
             if not ready and want:
+                # One active sandbox may be the one in use: then pytest has none in hand.
+                self.set_urgent(len(self.active) <= 1)
                 self.build_one()
 
     def close(self) -> None:
@@ -277,13 +334,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != config["parent"]:
         return  # pytest died before we could ask to be told
-    # Build sandboxes only with CPU time nobody else wants: never delay a running test
-    # (or pytest waiting for one) on a small machine. Sandboxes inherit the policy, so
-    # their teardown, in the exit of their init, is deferred to idle time too.
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(19)
     sock = socket.socket(fileno=config["fd"])
     base = config["scratch_base"]
     sweep_scratch(base)

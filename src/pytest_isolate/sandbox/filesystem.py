@@ -148,15 +148,35 @@ def _make_dev(dev: str) -> None:
 
 
 def build_root(scratch: str, steps: Sequence[MountStep]) -> list[str]:
-    """Build the snapshot under ``scratch`` and make it the root.
+    """Build the snapshot under ``scratch`` and make it the root, in one process.
 
     Runs as real root in a fresh mount and pid namespace. Returns one line per host mount
     that could not be reproduced faithfully (those are read-only or missing inside).
     """
+    problems = build_tree(scratch, steps)
+    root = root_of(scratch)
+    mount_proc(root)
+    os.chdir(root)
+    enter_root()
+    return problems
+
+
+def root_of(scratch: str) -> str:
+    return f"{scratch}/root"
+
+
+def build_tree(scratch: str, steps: Sequence[MountStep]) -> list[str]:
+    """Everything but /proc: mount the snapshot at ``root_of(scratch)``.
+
+    Runs as real root in a fresh mount namespace; the pid namespace does not matter yet, so
+    the sandbox builder can do this itself and leave only /proc to the sandbox's pid 1.
+    Returns one line per host mount that could not be reproduced faithfully (those are
+    read-only or missing inside).
+    """
     problems: list[str] = []
     _ffi.mount(None, "/", None, _ffi.MS_REC | _ffi.MS_PRIVATE)
     _ffi.mount("pytest-isolate", scratch, "tmpfs", _ffi.MS_NOSUID | _ffi.MS_NODEV, "mode=0700")
-    root = f"{scratch}/root"
+    root = root_of(scratch)
     os.mkdir(root)
     for index, step in enumerate(steps):
         target = root + step.path if step.path != "/" else root
@@ -184,15 +204,37 @@ def build_root(scratch: str, steps: Sequence[MountStep]) -> list[str]:
             except OSError:
                 problems[-1] += " (not visible inside)"
     _make_dev(f"{root}/dev")
-    flags = _ffi.MS_NOSUID | _ffi.MS_NODEV | _ffi.MS_NOEXEC
-    _ffi.mount("sysfs", f"{root}/sys", "sysfs", flags | _ffi.MS_RDONLY)
-    _ffi.mount("proc", f"{root}/proc", "proc", flags)
+    _ffi.mount("sysfs", f"{root}/sys", "sysfs", _PSEUDO_FLAGS | _ffi.MS_RDONLY)
+    return problems
+
+
+_PSEUDO_FLAGS: Final = _ffi.MS_NOSUID | _ffi.MS_NODEV | _ffi.MS_NOEXEC
+
+
+def mount_proc(root: str) -> None:
+    """A fresh /proc under ``root`` (a path, possibly relative), with its knobs read-only.
+
+    procfs shows the pid namespace of the process that mounts it: this runs in the
+    sandbox's pid 1, as real root (before its user namespace exists).
+    """
+    _ffi.mount("proc", f"{root}/proc", "proc", _PSEUDO_FLAGS)
     for name in PROC_READONLY:
         path = f"{root}/proc/{name}"
         if os.path.exists(path):
-            _bind_readonly(path, path, flags)
-    os.chdir(root)
-    _ffi.mount(root, "/", None, _ffi.MS_MOVE)
+            _bind_readonly(path, path, _PSEUDO_FLAGS)
+
+
+def enter_root_mount() -> None:
+    """Move the snapshot (the current directory, a mount) over ``/``.
+
+    Whoever enters this mount namespace with setns() then lands in the snapshot: setns
+    walks down the mounts stacked on the namespace's root.
+    """
+    _ffi.mount(".", "/", None, _ffi.MS_MOVE)
+
+
+def enter_root() -> None:
+    """Move the snapshot over ``/`` and chroot into it."""
+    enter_root_mount()
     os.chroot(".")
     os.chdir("/")
-    return problems
