@@ -78,10 +78,6 @@ def _setns_all(ctx: ChildContext, flags: int) -> None:
 
 
 def enter_sandbox(ctx: ChildContext) -> None:
-    if os.environ.get("NOENTER"):
-        for fd in ctx.join_fds:
-            os.close(fd)
-        return
     # cgroups first: migration is checked against our credentials, which the user
     # namespace is about to reduce. (The builder opened the files for us.)
     for fd in ctx.join_fds:

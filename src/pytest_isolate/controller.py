@@ -31,6 +31,8 @@ DUMP_GRACE = 1.0
 # Killed sandboxes the builder may still be tearing down when the next test starts. The
 # builder runs at idle priority: waiting on it here would stall pytest behind a build.
 MAX_DYING = 8
+# How long a test process that sent its last message gets to exit before it is killed.
+EXIT_GRACE = 1.0
 
 
 @dataclass
@@ -206,6 +208,20 @@ def _collect_dump(run: _Run, session: Session) -> str:
     return os.pread(session.dump_fd, 1 << 22, 0).decode(errors="replace")
 
 
+def _reap_within(pid: int, timeout: float) -> int | None:
+    """The exit status of ``pid`` if it exits within ``timeout`` seconds, else None."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return _reap(pid)
+    try:
+        if not select.select([pidfd], [], [], timeout)[0]:
+            return None
+    finally:
+        os.close(pidfd)
+    return _reap(pid)
+
+
 def _reap(pid: int) -> int:
     while True:
         try:
@@ -369,7 +385,11 @@ def run_isolated(
         if run.timed_out or run.garbage:
             kill_sandbox(lease.pidfd)
         if run.done or run.exit is not None:
-            session.exiting.append(pid)  # reaped later, off the critical path
+            # It only has to exit now. Wait for that, briefly: while it lives, every page
+            # pytest writes is copied first, and its exit competes with the next fork.
+            run.status = _reap_within(pid, EXIT_GRACE)
+            if run.status is None:
+                session.exiting.append(pid)  # stuck (a flush?): killed below, reaped later
         else:
             run.status = _reap(pid)
     except BaseException:
@@ -381,9 +401,7 @@ def run_isolated(
         kill_sandbox(lease.pidfd)
         wall = time.monotonic() - wall_start
         usage = (
-            lease.group.read_usage()
-            if lease.group is not None and not os.environ.get("NOUSAGE")
-            else Usage()
+            lease.group.read_usage() if lease.group is not None else Usage()
         )
         session.pool.release(lease)
     event = ""
