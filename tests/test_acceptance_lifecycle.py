@@ -179,17 +179,27 @@ def _builders(pid: int) -> list[int]:
     return found
 
 
-def test_killed_run_is_swept_by_the_next(pytester: pytest.Pytester, run: RunPytest) -> None:
+def _owned_by(builder: int) -> list[str]:
+    """The cgroups and scratch directory of one sandbox builder (named PID.STARTTIME)."""
+    return glob.glob(f"/sys/fs/cgroup/*/pytest-isolate/{builder}.*") + glob.glob(
+        f"/tmp/pytest-isolate-{builder}.*"
+    )
+
+
+@pytest.mark.parametrize("victims", ["pytest", "pytest-and-builder"])
+def test_killed_run_is_swept_by_the_next(
+    pytester: pytest.Pytester, run: RunPytest, victims: str
+) -> None:
     tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
     pytester.makepyfile(SLEEPER.format(tag=tag))
-    before = _our_cgroups()
     proc = _start(pytester)
     try:
         _wait_for_line(proc, "sandbox running")
         builders = _builders(proc.pid)
         assert len(builders) == 1
-        # Kill pytest and its sandbox builder outright: nobody gets to clean up.
-        for pid in (proc.pid, *builders):
+        assert _owned_by(builders[0])
+        # SIGKILL: pytest gets no chance to clean up. Killing the builder too leaves nobody.
+        for pid in (proc.pid, *builders) if victims == "pytest-and-builder" else (proc.pid,):
             os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -198,12 +208,49 @@ def test_killed_run_is_swept_by_the_next(pytester: pytest.Pytester, run: RunPyte
             proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
-    time.sleep(0.5)
-    stale = _our_cgroups() - before
-    assert stale, "a killed run leaves its cgroups behind"
-    assert _processes_with(tag) == []  # the sandbox died with its builder (PDEATHSIG)
+    # No sandbox process survives: the builder dies with pytest (PDEATHSIG), the sandboxes
+    # with the builder.
+    end = time.monotonic() + 10
+    while (_processes_with(tag) or psutil.pid_exists(builders[0])) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _processes_with(tag) == []
+    assert not psutil.pid_exists(builders[0])
+    if victims == "pytest-and-builder":
+        assert _owned_by(builders[0]), "a killed builder leaves its cgroups behind"
     pytester.makepyfile(
         test_other="import pytest\n\n@pytest.mark.isolated\ndef test_x():\n    pass\n"
     )
     run("test_other.py").assert_outcomes(passed=1)
-    assert not (_our_cgroups() & stale)
+    assert _owned_by(builders[0]) == []  # cleaned up by the builder, or swept by the next run
+
+
+def test_killed_xdist_worker_leaves_nothing(pytester: pytest.Pytester, run: RunPytest) -> None:
+    pytest.importorskip("xdist")
+    tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
+    pytester.makepyfile(SLEEPER.format(tag=tag))
+    proc = _start(pytester, "-n", "2")
+    try:
+        end = time.monotonic() + 60
+        while not _processes_with(tag) and time.monotonic() < end:
+            time.sleep(0.05)
+        (sleeper,) = _processes_with(tag)
+        test_process = psutil.Process(sleeper).parent()
+        assert test_process is not None
+        worker = test_process.parent()  # forked by the worker into the sandbox
+        assert worker is not None and worker.ppid() == proc.pid  # an xdist worker
+        builders = _builders(worker.pid)
+        assert len(builders) == 1
+        worker.kill()  # SIGKILL, mid-test
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "crashed while running" in out, out
+    assert "1 failed, 1 passed" in out, out  # xdist reports the crash; the run goes on
+    end = time.monotonic() + 10
+    while (_processes_with(tag) or psutil.pid_exists(builders[0])) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert _processes_with(tag) == []
+    assert not psutil.pid_exists(builders[0])
+    assert _owned_by(builders[0]) == []  # the builder cleaned up when its worker died

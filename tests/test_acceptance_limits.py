@@ -185,6 +185,15 @@ CRASHES = {
         "        pass",
         "wrote something that is not a report to the report pipe",
     ),
+    "midmessage": (
+        "import os\n"
+        "from pytest_isolate import wire\n"
+        "from pytest_isolate.child import current_channel\n"
+        "frame = wire.encode(wire.Kind.REPORT, {'longrepr': 'x' * 10000})\n"
+        "os.write(current_channel().fd, frame[:5000])\n"
+        "os._exit(0)",
+        "exited with status 0",
+    ),
 }
 
 
@@ -224,7 +233,9 @@ def test_after():
                 "teardown": dict(passed=2, errors=1)}[phase]  # fmt: skip
     result.assert_outcomes(**outcomes)
     result.stdout.fnmatch_lines([f"*{message}*during {phase}*"])
-    if kind not in ("closefds", "garbage"):
+    if kind == "midmessage":
+        result.stdout.fnmatch_lines(["*It died in the middle of sending a message to pytest.*"])
+    if kind not in ("closefds", "garbage", "midmessage"):
         expected = {"setup": "setting up", "call": "in the test", "teardown": "tearing down"}[phase]
         result.stdout.fnmatch_lines([f"*Captured stdout {phase}*", expected])
     if phase == "teardown":  # the call's own report survived the crash after it

@@ -89,6 +89,8 @@ def enter_sandbox(ctx: ChildContext) -> None:
     # Changing credentials cleared both; the test is an ordinary process again.
     _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
     _ffi.prctl(_ffi.PR_SET_DUMPABLE, 1)
+    # As in bubblewrap: exec never grants privileges again (setuid bits, file capabilities).
+    _ffi.prctl(_ffi.PR_SET_NO_NEW_PRIVS, 1)
     try:
         os.chdir(ctx.cwd)
     except OSError:

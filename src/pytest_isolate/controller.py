@@ -302,7 +302,9 @@ def _synthesize(
     else:
         text = f"The isolated test process {describe_exit(run.status)} during {phase}"
         text += " without reporting its result."
-        if run.status is not None and os.WIFEXITED(run.status):
+        if run.reader.partial:
+            text += " It died in the middle of sending a message to pytest."
+        elif run.status is not None and os.WIFEXITED(run.status):
             text += " (os._exit(), or it closed its report pipe.)"
     if usage.pids_limit_hits:
         text += f"\n{pids_text(spec, usage)}."
@@ -400,9 +402,7 @@ def run_isolated(
         os.close(rfd)
         kill_sandbox(lease.pidfd)
         wall = time.monotonic() - wall_start
-        usage = (
-            lease.group.read_usage() if lease.group is not None else Usage()
-        )
+        usage = lease.group.read_usage() if lease.group is not None else Usage()
         session.pool.release(lease)
     event = ""
     if run.done and not run.garbage:
