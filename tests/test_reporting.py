@@ -14,6 +14,7 @@ from conftest import reap
 from pytest_isolate.cgroups import Usage
 from pytest_isolate.reporting import (
     PROPERTY_PREFIX,
+    TOP_KEPT,
     Record,
     Stats,
     describe_exit,
@@ -203,7 +204,7 @@ def test_summary_lines_with_events() -> None:
     ]  # fmt: skip
     for record in records:
         stats.add(record)
-    assert stats.records == records
+    assert stats.count == 5
     assert stats.summary_lines() == [
         "5 tests isolated",
         "top peak memory:",
@@ -234,7 +235,15 @@ def test_summary_without_memory_figures_or_events() -> None:
     ]
 
 
-def test_stats_warnings_start_empty() -> None:
+def test_stats_memory_stays_bounded_and_keeps_the_top() -> None:
     stats = Stats()
-    assert (stats.records, stats.warnings) == ([], [])
-    assert Stats().records is not stats.records
+    for i in range(1000):
+        usage = Usage(cpu_user=(i * 7919 % 1000) / 1000, peak_mem=(i * 104729 % 1000) * MiB)
+        stats.add(Record(f"t.py::test_{i}", 0.1, usage, IsolationSpec()))
+    assert stats.count == 1000
+    assert len(stats.by_mem) <= TOP_KEPT and len(stats.by_cpu) <= TOP_KEPT
+    lines = stats.summary_lines(top=2)
+    assert lines[0] == "1000 tests isolated"
+    assert lines[2:4] == ["   999.0 MiB  t.py::test_631", "   998.0 MiB  t.py::test_262"]
+    assert lines[5:7] == ["     0.999 s  t.py::test_321", "     0.998 s  t.py::test_642"]
+    assert Stats().by_mem is not stats.by_mem

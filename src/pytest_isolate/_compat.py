@@ -37,6 +37,21 @@ def teardown_to(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     item.session._setupstate.teardown_exact(nextitem)
 
 
+def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:
+    """Give a decoded report the item's own node id object.
+
+    pytest >= 9.2 keeps a parsed node id in each report (``_id``); a decoded report holds
+    its own copy, and pytest keeps every report until the session ends. Before 9.2 the
+    node id is a plain string, shared through the ``nodeid`` attribute.
+    """
+    item_id = getattr(item, "_id", None)
+    if item_id is not None and hasattr(report, "_id"):
+        if str(item_id) == report.nodeid:
+            report._id = item_id
+    elif report.nodeid == item.nodeid:
+        report.nodeid = item.nodeid
+
+
 def _capture_manager(config: pytest.Config) -> CaptureManager | None:
     capman = config.pluginmanager.getplugin("capturemanager")
     if capman is None or getattr(capman, "_global_capturing", None) is None:

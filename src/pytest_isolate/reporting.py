@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from .cgroups import Usage
 from .spec import IsolationSpec
@@ -89,48 +91,69 @@ def describe_exit(status: int | None) -> str:
     return f"ended with wait status {status}"
 
 
+# The summary shows the top few; this many are kept, so that memory stays flat however
+# many tests a session isolates.
+TOP_KEPT = 10
+
+
 @dataclass
 class Stats:
-    """Session-wide isolation figures for the terminal summary."""
+    """Session-wide isolation figures for the terminal summary, in bounded memory."""
 
-    records: list[Record] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    count: int = 0
+    by_mem: list[tuple[int, int, Record]] = field(default_factory=list)
+    by_cpu: list[tuple[float, int, Record]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
 
     def add(self, record: Record) -> None:
-        self.records.append(record)
+        self.count += 1
+        order = -self.count  # among equal figures, the earlier test ranks first
+        usage = record.usage
+        if usage.peak_mem is not None:
+            _keep_top(self.by_mem, (usage.peak_mem, order, record))
+        _keep_top(self.by_cpu, (usage.cpu_user + usage.cpu_system, order, record))
+        self.events += _events(record)
 
     def summary_lines(self, top: int = 3) -> list[str]:
-        if not self.records:
+        if not self.count:
             return []
-        n = len(self.records)
+        n = self.count
         lines = [f"{n} test{'s' if n != 1 else ''} isolated"]
-        by_mem = sorted(
-            (r for r in self.records if r.usage.peak_mem is not None),
-            key=lambda r: r.usage.peak_mem or 0,
-            reverse=True,
-        )[:top]
+        by_mem = [r for _, _, r in sorted(self.by_mem, key=_rank, reverse=True)[:top]]
         if by_mem:
             lines.append("top peak memory:")
             lines += [f"  {format_bytes(r.usage.peak_mem):>10}  {r.nodeid}" for r in by_mem]
-        by_cpu = sorted(
-            self.records, key=lambda r: r.usage.cpu_user + r.usage.cpu_system, reverse=True
-        )[:top]
+        by_cpu = [r for _, _, r in sorted(self.by_cpu, key=_rank, reverse=True)[:top]]
         lines.append("top CPU time:")
         lines += [f"  {r.usage.cpu_user + r.usage.cpu_system:>8.3f} s  {r.nodeid}" for r in by_cpu]
-        events = []
-        for r in self.records:
-            if r.usage.oom_kills:
-                events.append(
-                    f"  OOM kill ({r.usage.oom_kills}x, limit {format_bytes(r.spec.mem)}): "
-                    f"{r.nodeid}"
-                )
-            if r.event == "timeout":
-                events.append(f"  timeout after {format_seconds(r.spec.timeout or 0)}: {r.nodeid}")
-            if r.usage.pids_limit_hits:
-                events.append(f"  pids limit {r.spec.pids} hit: {r.nodeid}")
-            if r.event == "crash":
-                events.append(f"  crashed: {r.nodeid}")
+        events = self.events
         if events:
             lines.append("events:")
             lines += events
         return lines
+
+
+def _rank(entry: tuple[float, int, Record]) -> tuple[float, int]:
+    return entry[0], entry[1]
+
+
+def _keep_top(heap: list[Any], entry: tuple[float, int, Record]) -> None:
+    if len(heap) < TOP_KEPT:
+        heapq.heappush(heap, entry)
+    elif _rank(entry) > _rank(heap[0]):
+        heapq.heapreplace(heap, entry)
+
+
+def _events(r: Record) -> list[str]:
+    events = []
+    if r.usage.oom_kills:
+        events.append(
+            f"  OOM kill ({r.usage.oom_kills}x, limit {format_bytes(r.spec.mem)}): {r.nodeid}"
+        )
+    if r.event == "timeout":
+        events.append(f"  timeout after {format_seconds(r.spec.timeout or 0)}: {r.nodeid}")
+    if r.usage.pids_limit_hits:
+        events.append(f"  pids limit {r.spec.pids} hit: {r.nodeid}")
+    if r.event == "crash":
+        events.append(f"  crashed: {r.nodeid}")
+    return events
