@@ -58,7 +58,8 @@ def test_no_isolate_runs_everything_in_process(pytester: pytest.Pytester, run: R
             assert os.getpid() != 2
         """
     )
-    result = run("--no-isolate", "--isolate-all")
+    pytester.makeini("[pytest]\nisolate_all = true\nisolate_mem = 1G\n")
+    result = run("--no-isolate")  # overrides the ini file: how one debugs such a suite
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["isolate: off (--no-isolate)"])
 
@@ -146,6 +147,13 @@ def test_bad_marker_fails_only_that_test(pytester: pytest.Pytester, run: RunPyte
             "isolate_all = maybe",
             "ini option isolate_all: invalid value 'maybe'; expected true or false",
         ),
+        ([], "isolate_pids = 2**80", "ini option isolate_pids: invalid pids='2**80'"),
+        (
+            ["--isolate-all", "--no-isolate", "--isolate-mem=1G"],
+            "",
+            "command line options --isolate-all, --isolate-mem and --no-isolate contradict "
+            "each other*pass one or the other",
+        ),
     ],
 )
 def test_bad_option_or_ini_is_a_usage_error(
@@ -156,5 +164,7 @@ def test_bad_option_or_ini_is_a_usage_error(
     result = run(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        [f"*{message}*expected*"] if "expected" not in message else [f"*{message}*"]
+        [f"*{message}*expected*"]
+        if "invalid" in message and "expected" not in message
+        else [f"*{message}*"]
     )

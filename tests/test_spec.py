@@ -12,6 +12,7 @@ from pytest_isolate.spec import (
     BUILTIN_DEFAULTS,
     CPU_FORM,
     HOSTNAME_FORM,
+    MAX_MEM,
     MEM_FORM,
     MIN_MEM,
     PIDS_FORM,
@@ -20,6 +21,7 @@ from pytest_isolate.spec import (
     IsolationSpec,
     Settings,
     SpecError,
+    check_contradictions,
     decide,
     merge_marker_kwargs,
     parse_bool,
@@ -70,7 +72,9 @@ def test_forms_name_the_accepted_values() -> None:
     )
     assert PIDS_FORM == "an int >= 1 (processes and threads), or None for no cap"
     assert TIMEOUT_FORM == "seconds as a number > 0, e.g. 10 or 2.5, or None for no timeout"
-    assert HOSTNAME_FORM == "a hostname: 1-64 characters of letters, digits, '-' and '.'"
+    assert HOSTNAME_FORM == (
+        "a hostname: 1-64 characters, dot-separated labels of letters, digits and inner '-'"
+    )
 
 
 # -- cpu -----------------------------------------------------------------------------------------
@@ -236,7 +240,7 @@ def test_parse_mem_integer_round_trip(
 ) -> None:
     factor = _ALL_UNITS[unit]
     # Whole numbers of a unit, well past 2**53 bytes (where a float would round).
-    count = data.draw(st.integers(min_value=-(-MIN_MEM // factor), max_value=2**70 // factor))
+    count = data.draw(st.integers(min_value=-(-MIN_MEM // factor), max_value=MAX_MEM // factor))
     text = f"{count}{' ' if spaced else ''}{unit.lower() if lower else unit}"
     assert parse_mem(text, SRC) == count * factor
     assert parse_mem(count * factor, SRC) == count * factor
@@ -257,6 +261,9 @@ def test_parse_mem_decimal_fraction_round_trip(unit: str, whole: int, digits: st
     if expected < MIN_MEM:
         with pytest.raises(SpecError, match=r"\(must be at least 4MiB\)"):
             parse_mem(text, SRC)
+    elif expected > MAX_MEM:
+        with pytest.raises(SpecError, match=r"\(must be at most 8EiB; None for no cap\)"):
+            parse_mem(text, SRC)
     else:
         assert parse_mem(text, SRC) == expected
 
@@ -272,6 +279,10 @@ def test_parse_mem_binary_halves_round_trip(unit: str, halves: int) -> None:
     if factor == 1:
         return  # half a byte: truncation, covered elsewhere
     text = f"{halves // 2}.{5 if halves % 2 else 0}{unit}"
+    if halves * factor // 2 > MAX_MEM:
+        with pytest.raises(SpecError, match=r"\(must be at most 8EiB; None for no cap\)"):
+            parse_mem(text, SRC)
+        return
     assert parse_mem(text, SRC) == halves * factor // 2
 
 
@@ -404,7 +415,8 @@ def test_parse_hostname_message_exact() -> None:
         parse_hostname("bad name", "ini option isolate_hostname")
     assert str(exc.value) == (
         "ini option isolate_hostname: invalid hostname='bad name'; "
-        "expected a hostname: 1-64 characters of letters, digits, '-' and '.'"
+        "expected a hostname: 1-64 characters, dot-separated labels of letters, digits and "
+        "inner '-'"
     )
 
 
@@ -567,6 +579,60 @@ def test_spec_from_marker_error_names_marker() -> None:
     with pytest.raises(SpecError) as exc:
         spec_from_marker({"cpu": 0}, BUILTIN_DEFAULTS, SRC)
     assert str(exc.value) == (f"{SRC}: invalid cpu=0 (must be greater than 0); expected {CPU_FORM}")
+
+
+# -- every marker argument with every wrong type and value -------------------------------------
+
+FORMS = {"cpu": CPU_FORM, "mem": MEM_FORM, "pids": PIDS_FORM, "timeout": TIMEOUT_FORM,
+         "hostname": HOSTNAME_FORM}  # fmt: skip
+WRONG_TYPES: list[object] = [[1], {"a": 1}, (1,), {1}, b"1", object(), 1j, True, False]
+WRONG_VALUES: dict[str, list[object]] = {
+    "cpu": [0, -1, 0.0, float("nan"), float("inf"), "", "fast", "1e999", 1e999, -0.5],
+    "mem": [0, -1, 1, MIN_MEM - 1, "", "lots", "12 parsecs", "-5M", "1.5.5G", "1e3M",
+            float("nan"), 2**80],
+    "pids": [0, -1, 1.5, "", "many", "1.5", float("inf"), 2**80],
+    "timeout": [0, -1, "", "soon", float("nan"), float("inf"), "-3"],
+    "hostname": ["", "no spaces", "a" * 65, "-lead", "trail-", "dot..dot", "nul\x00", 5],
+}  # fmt: skip
+BAD_ARGUMENTS = [(key, value) for key in SPEC_KEYS for value in WRONG_TYPES] + [
+    (key, value) for key, values in WRONG_VALUES.items() for value in values
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_ARGUMENTS, ids=repr)
+def test_every_bad_marker_argument_is_a_clear_error(key: str, value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        spec_from_marker({key: value}, BUILTIN_DEFAULTS, SRC)
+    message = _raises(exc)
+    assert message.startswith(f"{SRC}: invalid {key}="), message
+    assert message.endswith(f"expected {FORMS[key]}"), message
+
+
+# -- contradictions ------------------------------------------------------------------------------
+
+
+def test_no_isolate_alone_or_over_the_ini_is_fine() -> None:
+    check_contradictions(None, True, {key: None for key in SPEC_KEYS})
+    check_contradictions(True, False, {"mem": "1G"})
+
+
+@pytest.mark.parametrize(
+    ("isolate_all", "cli", "named"),
+    [
+        (True, {}, "--isolate-all"),
+        (None, {"mem": "128M"}, "--isolate-mem"),
+        (True, {"cpu": "0.5", "timeout": "3"}, "--isolate-all, --isolate-cpu, --isolate-timeout"),
+    ],
+)
+def test_contradicting_command_line_options_are_an_error(
+    isolate_all: bool | None, cli: dict[str, object], named: str
+) -> None:
+    with pytest.raises(SpecError) as exc:
+        check_contradictions(isolate_all, True, cli)
+    assert _raises(exc) == (
+        f"command line options {named} and --no-isolate contradict each other: --no-isolate "
+        f"runs every test in-process, without sandbox or caps; pass one or the other"
+    )
 
 
 # -- parse_bool ----------------------------------------------------------------------------------

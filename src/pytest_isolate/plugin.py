@@ -20,6 +20,7 @@ from .spec import (
     IsolationSpec,
     Settings,
     SpecError,
+    check_contradictions,
     decide,
     parse_bool,
     resolve_defaults,
@@ -77,8 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def _settings(config: pytest.Config) -> Settings:
     cli = {key: config.getoption(f"isolate_{key}") for key in SPEC_KEYS}
     ini = {key: config.getini(f"isolate_{key}") for key in SPEC_KEYS}
-    defaults = resolve_defaults(cli, ini)
     isolate_all = config.getoption("isolate_all")
+    check_contradictions(isolate_all, bool(config.getoption("no_isolate")), cli)
+    defaults = resolve_defaults(cli, ini)
     if isolate_all is None:
         isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
     # Off Linux there are no sandboxes: everything runs in-process (with one warning).

@@ -63,12 +63,18 @@ MEM_FORM: Final = (
 )
 PIDS_FORM: Final = "an int >= 1 (processes and threads), or None for no cap"
 TIMEOUT_FORM: Final = "seconds as a number > 0, e.g. 10 or 2.5, or None for no timeout"
-HOSTNAME_FORM: Final = "a hostname: 1-64 characters of letters, digits, '-' and '.'"
+HOSTNAME_FORM: Final = (
+    "a hostname: 1-64 characters, dot-separated labels of letters, digits and inner '-'"
+)
 
 # The CFS bandwidth controller refuses a quota below 1 ms per 100 ms period.
 MIN_CPU: Final = 0.01
 # A cap this small cannot even hold the forked Python interpreter's page tables.
 MIN_MEM: Final = 4 * 2**20
+# What a cgroup's memory limit can hold (a signed 64-bit byte count).
+MAX_MEM: Final = 2**63 - 1
+# The kernel's PID_MAX_LIMIT: no machine runs more tasks than this.
+MAX_PIDS: Final = 2**22
 
 _UNITS: Final[Mapping[str, int]] = {
     "": 1,
@@ -87,7 +93,9 @@ _UNITS: Final[Mapping[str, int]] = {
     "tb": 10**12,
 }
 _MEM_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
-_HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,62}[A-Za-z0-9])?")
+# Dot-separated labels of letters, digits and inner hyphens; 64 characters in all.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,64}}\Z){_LABEL}(?:\.{_LABEL})*", re.DOTALL)
 
 
 def _is_none(value: object) -> bool:
@@ -147,6 +155,8 @@ def parse_mem(value: object, source: str) -> int | None:
         raise _bad(source, "mem", value, MEM_FORM)
     if nbytes < MIN_MEM:
         raise _bad(source, "mem", value, MEM_FORM, "must be at least 4MiB")
+    if nbytes > MAX_MEM:
+        raise _bad(source, "mem", value, MEM_FORM, "must be at most 8EiB; None for no cap")
     return nbytes
 
 
@@ -163,6 +173,8 @@ def parse_pids(value: object, source: str) -> int | None:
         raise _bad(source, "pids", value, PIDS_FORM)
     if number < 1:
         raise _bad(source, "pids", value, PIDS_FORM, "must be at least 1")
+    if number > MAX_PIDS:
+        raise _bad(source, "pids", value, PIDS_FORM, f"must be at most {MAX_PIDS}; None for no cap")
     return number
 
 
@@ -213,6 +225,27 @@ def resolve_defaults(
         elif raw_ini not in (None, ""):
             values[key] = parse(raw_ini, f"ini option isolate_{key}")
     return replace(BUILTIN_DEFAULTS, **values)
+
+
+def check_contradictions(
+    isolate_all: bool | None, no_isolate: bool, cli: Mapping[str, object | None]
+) -> None:
+    """Command-line options that cannot all be honoured are an error, never a guess.
+
+    ``--no-isolate`` overrides the ini file (``isolate_all``, ``isolate_KEY``): that is
+    how one debugs a suite configured for isolation. It only contradicts options given
+    beside it on the same command line.
+    """
+    if not no_isolate:
+        return
+    given = ["--isolate-all"] if isolate_all else []
+    given += [f"--isolate-{key}" for key in SPEC_KEYS if cli.get(key) not in (None, "")]
+    if given:
+        raise SpecError(
+            f"command line options {', '.join(given)} and --no-isolate contradict each "
+            f"other: --no-isolate runs every test in-process, without sandbox or caps; "
+            f"pass one or the other"
+        )
 
 
 def merge_marker_kwargs(
