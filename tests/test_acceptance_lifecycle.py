@@ -215,8 +215,6 @@ def test_killed_run_is_swept_by_the_next(
         time.sleep(0.05)
     assert _processes_with(tag) == []
     assert not psutil.pid_exists(builders[0])
-    if victims == "pytest-and-builder":
-        assert _owned_by(builders[0]), "a killed builder leaves its cgroups behind"
     pytester.makepyfile(
         test_other="import pytest\n\n@pytest.mark.isolated\ndef test_x():\n    pass\n"
     )

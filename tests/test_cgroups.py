@@ -442,6 +442,20 @@ def test_dirs_and_procs_files_co_mounted(tmp_path: Path) -> None:
     assert group.dirs()["cpu"] != "changed"  # a copy
 
 
+def test_needed_joins_skip_a_cpu_only_hierarchy_without_a_cpu_cap(tmp_path: Path) -> None:
+    group = _fake_group(tmp_path)
+    files = group.procs_files()
+    cpu_only = files.index(os.path.join(group.dirs()["cpu"], "tasks"))
+    needed = group.needed_joins(Limits(mem=64 * MiB))
+    assert needed == [i != cpu_only for i in range(len(files))]
+    assert group.needed_joins(Limits(cpu=0.5)) == [True] * len(files)
+
+
+def test_needed_joins_keep_cpu_co_mounted_with_cpuacct(tmp_path: Path) -> None:
+    group = _fake_group(tmp_path, co_mounted=True)
+    assert group.needed_joins(Limits()) == [True, True, True]  # cpuacct accounts the CPU
+
+
 def test_pids_fake(tmp_path: Path) -> None:
     group = _fake_group(tmp_path)
     Path(group.dirs()["cpu"], "cgroup.procs").write_text("12\n34\n")

@@ -372,8 +372,12 @@ def run_isolated(
                 pytest.PytestWarning(f"pytest-isolate: host mount not snapshotted: {problem}"),
                 stacklevel=1,
             )
+    join = lease.join_fds
     if lease.group is not None:
-        lease.group.set_limits(Limits(spec.cpu, spec.mem, spec.pids))
+        limits = Limits(spec.cpu, spec.mem, spec.pids)
+        lease.group.set_limits(limits)
+        needed = lease.group.needed_joins(limits)
+        join = [fd for fd, keep in zip(lease.join_fds, needed, strict=True) if keep]
     os.ftruncate(session.dump_fd, 0)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     ctx = child.ChildContext(
@@ -381,10 +385,15 @@ def run_isolated(
         dump_fd=session.dump_fd,
         init_pid=lease.pid,
         init_pidfd=lease.pidfd,
-        join_fds=tuple(lease.join_fds),
+        join_fds=tuple(join),
         hostname=spec.hostname,
         cwd=os.getcwd(),
-        close_fds=(rfd, session.own_pidns, *session.pool.fds),
+        close_fds=(
+            rfd,
+            session.own_pidns,
+            *session.pool.fds,
+            *(fd for fd in lease.join_fds if fd not in join),
+        ),
     )
     wall_start = time.monotonic()
     start = time.time()

@@ -75,6 +75,12 @@ class Group(Protocol):
     def procs_files(self) -> list[str]:
         """The files a single-threaded process writes ``0`` to, to join the group."""
 
+    def needed_joins(self, limits: Limits) -> list[bool]:
+        """For each of ``procs_files()``: whether a test with these caps must join it.
+
+        Accounting needs every hierarchy but one holding only a cap nobody asked for.
+        """
+
     def set_limits(self, limits: Limits) -> None: ...
 
     def read_usage(self) -> Usage: ...
