@@ -227,15 +227,20 @@ class CgroupV1:
         return GroupV1(f"{self._token}/{name}", dirs)
 
     def close(self) -> None:
-        """Remove this session's (empty) directories."""
+        """Remove this session's directories, with any group still in them.
+
+        Normally every group has been removed by then; one being built when the builder
+        was told to stop (SIGTERM can come at any point) is removed here, not left behind.
+        """
         for d in self.session_dirs():
-            for path in (d, os.path.dirname(d)):
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    break
+            _remove_owner_dir(d)
+            try:
+                os.rmdir(os.path.dirname(d))  # the prefix directory, if no other run uses it
+            except OSError:
+                pass
 
     def sweep(self) -> list[str]:
+        """Remove the groups of runs that are gone (their owner process is dead)."""
         swept = []
         for mount in self.hierarchies():
             top = os.path.join(mount, PREFIX)
@@ -246,22 +251,30 @@ class CgroupV1:
             for owner in owners:
                 if owner == self._token or not token_is_stale(owner + ".0", self._proc):
                     continue
-                owner_dir = os.path.join(top, owner)
-                if not os.path.isdir(owner_dir):
-                    continue
-                for child in os.listdir(owner_dir):
-                    path = os.path.join(owner_dir, child)
-                    if not os.path.isdir(path):
-                        continue
-                    group = GroupV1(f"{owner}/{child}", {"any": path})
-                    try:
-                        group.kill()
-                        group.remove()
-                        swept.append(path)
-                    except OSError:
-                        pass
-                try:
-                    os.rmdir(owner_dir)
-                except OSError:
-                    pass
+                swept += _remove_owner_dir(os.path.join(top, owner))
         return swept
+
+
+def _remove_owner_dir(owner_dir: str) -> list[str]:
+    """Kill and remove every group in one owner's directory, then the directory itself."""
+    removed: list[str] = []
+    try:
+        children = os.listdir(owner_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for child in children:
+        path = os.path.join(owner_dir, child)
+        if not os.path.isdir(path):
+            continue
+        group = GroupV1(f"{os.path.basename(owner_dir)}/{child}", {"any": path})
+        try:
+            group.kill()
+            group.remove()
+            removed.append(path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(owner_dir)
+    except OSError:
+        pass
+    return removed
