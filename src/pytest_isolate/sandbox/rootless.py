@@ -15,6 +15,7 @@ filesystem as it is (writes reach the host), with a fresh /proc for the pid name
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Final
 
 from .. import _ffi
@@ -113,11 +114,18 @@ def _mount_proc(target: str, fresh: bool, problems: list[str]) -> None:
     problems.append("/proc: the kernel refuses a fresh /proc (the host's is shown)")
 
 
-def build_rootless_root(scratch: str, fresh_proc: bool = True) -> list[str]:
+def build_rootless_root(
+    scratch: str, fresh_proc: bool = True, writable: Sequence[str] = ()
+) -> list[str]:
     """Build the snapshot under ``scratch`` and move it over ``/``; rootless.
 
     Runs inside our own user namespace, in fresh mount and pid namespaces. Returns one
     line per host path that could not be snapshotted.
+
+    ``writable``: directories (``$HOME``, the working directory) that get an overlay of
+    their own. A write below a directory owned by an unmapped uid (``/home`` is root's)
+    would otherwise fail with EOVERFLOW: copying that directory up means creating it in
+    the upper layer with an owner this user namespace cannot represent.
     """
     _ffi.mount(None, "/", None, _ffi.MS_REC | _ffi.MS_PRIVATE)
     _ffi.mount("pytest-isolate", scratch, "tmpfs", _ffi.MS_NOSUID | _ffi.MS_NODEV, "mode=0700")
@@ -133,6 +141,14 @@ def build_rootless_root(scratch: str, fresh_proc: bool = True) -> list[str]:
             builder.entry(f"/{name}", f"{root}/{name}", 1)
         except OSError as exc:
             builder.problems.append(f"/{name}: {exc.strerror}")
+    for path in sorted({os.path.normpath(p) for p in writable if p}, key=len):
+        if path.count("/") < 2 or path.split("/")[1] in SPECIAL:
+            continue  # "/" or a top-level directory: already an overlay root
+        if os.path.isdir(path) and os.path.isdir(root + path):
+            try:
+                builder.overlay(path, root + path)
+            except OSError as exc:
+                builder.problems.append(f"{path}: {exc.strerror} (new files may fail there)")
     _make_dev(f"{root}/dev")
     try:
         _ffi.mount("sysfs", f"{root}/sys", "sysfs", _LOCKED | _ffi.MS_RDONLY)
