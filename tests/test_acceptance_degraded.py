@@ -86,8 +86,10 @@ def _check_strict(pytester: pytest.Pytester, condition: str, marker: Path, part:
     result = _run_in(pytester, condition, "--isolate-strict")
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
     result.stderr.fnmatch_lines(
-        [f"ERROR: command line option --isolate-strict: this host cannot give full "
-         f"isolation, missing *{part} (*"]  # fmt: skip
+        [
+            f"ERROR: command line option --isolate-strict: this host cannot give full "
+            f"isolation, missing *{part} (*"
+        ]
     )
     assert not marker.exists()
     assert "passed" not in result.stdout.str()
@@ -247,8 +249,10 @@ def test_bad_cgroup_root_names_its_source(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--isolate-cgroup-root=x/y")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: command line option --isolate-cgroup-root: invalid cgroup_root='x/y'; "
-         "expected a cgroup path as /proc/self/cgroup shows it, starting with '/'*"]  # fmt: skip
+        [
+            "ERROR: command line option --isolate-cgroup-root: invalid cgroup_root='x/y'; "
+            "expected a cgroup path as /proc/self/cgroup shows it, starting with '/'*"
+        ]
     )
     pytester.makeini("[pytest]\nisolate_strict = maybe\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -193,21 +193,37 @@ def cgroup_backend(cgroup_root: str = "") -> CgroupBackend | None:
     for line in (_read("/proc/self/cgroup") or "").splitlines():
         _, names, path = line.split(":", 2)
         for controller in names.split(","):
-            if controller in mounts and os.access(mounts[controller] + path, os.W_OK):
+            if controller in mounts and _delegated(mounts[controller] + path):
                 own[controller] = mounts[controller] + path.rstrip("/")
     return CgroupV1(own) if own else None
 
 
-def _cgroups(cgroup_root: str = "") -> Check:
+def _delegated(path: str) -> bool:
+    """A cgroup v1 directory delegated to us: chowned to our uid (never one we merely may
+    write to: we do not touch a cgroup nobody gave us)."""
+    uid = os.geteuid()
+    if uid == 0 or str(uid) == (_read("/proc/sys/kernel/overflowuid") or "65534"):
+        return False  # root in a user namespace, or an unmapped uid: not a delegation
+    try:
+        return os.stat(path).st_uid == uid and os.access(path, os.W_OK)
+    except OSError:
+        return False
+
+
+def _cgroups(root: bool, cgroup_root: str = "") -> Check:
     try:
         backend = cgroup_backend(cgroup_root)
     except OSError as exc:
         return Check(CGROUPS, False, str(exc), "create that cgroup and chown it to this user")
     if backend is None or not backend.controllers:
-        return Check(
-            CGROUPS, False, "no writable cgroup v1 cpu/cpuacct/memory/pids hierarchy",
-            "run as root on a host with cgroup v1 (cgroup v2 support is planned)",
-        )  # fmt: skip
+        fix = (
+            "run as root on a host with cgroup v1 (cgroup v2 support is planned)"
+            if root
+            else "as root, create a cgroup in each v1 hierarchy, chown it to this user and "
+            "name it with --isolate-cgroup-root (see the README's rootless setup)"
+        )
+        return Check(CGROUPS, False, "no writable cgroup v1 cpu/cpuacct/memory/pids hierarchy",
+                     fix)  # fmt: skip
     missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
     try:
         group = backend.create(f"probe-{os.getpid()}")
@@ -240,7 +256,7 @@ def session_checks(root: bool, cgroup_root: str = "") -> dict[str, Check]:
             checks[name] = Check(name, not error, error, fix)
     finally:
         os.rmdir(scratch)
-    checks[CGROUPS] = _cgroups(cgroup_root)
+    checks[CGROUPS] = _cgroups(root, cgroup_root)
     return checks
 
 
