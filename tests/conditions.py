@@ -11,8 +11,8 @@ needed to set them up):
 - ``seccomp-userns``: the same, for ``CLONE_NEWUSER`` only: no user namespaces, as root.
 - ``ro-cgroup``: a mount namespace of our own where every cgroup hierarchy is read-only.
 - ``masked-proc``: a mount namespace of our own with ``/dev/null`` bind-mounted over
-  ``/proc/kcore``, as Docker masks it: the kernel then refuses a fresh proc in a mount
-  namespace owned by a new user namespace ("mount_too_revealing").
+  ``/proc/kcore``, ``/proc/keys`` ... as Docker masks them: the kernel then refuses a
+  fresh proc in a mount namespace owned by a new user namespace ("mount_too_revealing").
 - ``no-userns``: a user namespace (identity-mapped, so root stays root) whose
   ``user.max_user_namespaces`` is 0: nothing started in it can create a user namespace.
 - ``user=NAME``: drop to that unprivileged user (last).
@@ -130,9 +130,17 @@ def read_only_cgroups() -> None:
         _mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
 
 
+# Files Docker's default configuration masks with /dev/null; kernels have some of them.
+MASKED = ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug")
+
+
 def mask_proc() -> None:
     private_mount_namespace()
-    _mount("/dev/null", "/proc/kcore", None, MS_BIND)
+    masked = [path for path in MASKED if os.path.isfile(path)]
+    if not masked:
+        raise SystemExit("conditions.py: none of the files Docker masks is in /proc")
+    for path in masked:
+        _mount("/dev/null", path, None, MS_BIND)
 
 
 def no_user_namespaces() -> None:

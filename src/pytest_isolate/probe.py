@@ -163,7 +163,7 @@ def _fresh_proc(root: bool, scratch: str) -> None:
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     if status != 0:
-        raise PermissionError("the kernel refuses a fresh proc mount (a masked /proc?)")
+        raise PermissionError("the kernel refuses a fresh proc mount")
 
 
 def cgroup_backend(cgroup_root: str = "") -> CgroupBackend | None:

@@ -106,12 +106,11 @@ def _make_dev(dev: str) -> None:
         os.rmdir(f"{dev}/mqueue")
 
 
-def _mount_proc(target: str, fresh: bool, problems: list[str]) -> None:
+def _mount_proc(target: str, fresh: bool) -> None:
     if fresh:
         _ffi.mount("proc", target, "proc", _LOCKED)
-        return
-    _ffi.mount("/proc", target, None, _ffi.MS_BIND | _ffi.MS_REC)
-    problems.append("/proc: the kernel refuses a fresh /proc (the host's is shown)")
+    else:  # the kernel refuses a fresh one (a masked /proc); the session's warning says so
+        _ffi.mount("/proc", target, None, _ffi.MS_BIND | _ffi.MS_REC)
 
 
 def build_rootless_root(
@@ -154,7 +153,7 @@ def build_rootless_root(
         _ffi.mount("sysfs", f"{root}/sys", "sysfs", _LOCKED | _ffi.MS_RDONLY)
     except OSError:
         _ffi.mount("/sys", f"{root}/sys", None, _ffi.MS_BIND | _ffi.MS_REC)
-    _mount_proc(f"{root}/proc", fresh_proc, builder.problems)
+    _mount_proc(f"{root}/proc", fresh_proc)
     os.chdir(root)
     _ffi.mount(root, "/", None, _ffi.MS_MOVE)
     os.chroot(".")
