@@ -80,3 +80,21 @@ def test_user_namespace_fix_names_the_cause(
 ) -> None:
     monkeypatch.setattr(probe, "_read", sysctls.get)
     assert expected in probe._userns_fix()
+
+
+def test_doctor_cgroup_root_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--isolate-cgroup-root", "relative"]) == 2
+    assert "--isolate-cgroup-root: invalid cgroup_root='relative'" in capsys.readouterr().err
+    assert main(["doctor", "--isolate-cgroup-root"]) == 2
+
+
+@needs_cgroup_v1
+def test_doctor_names_a_missing_cgroup_root() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_isolate", "doctor", "--isolate-cgroup-root",
+         "/pytest-isolate/no-such-group"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "[FAIL] cgroup caps: no cgroup v1 hierarchy has /pytest-isolate/no-such-group" in (
+        result.stdout
+    )
