@@ -38,7 +38,9 @@ needs_rootless_user = pytest.mark.skipif(
     "PYTEST_ISOLATE_ROOTLESS_PYTHON (see .ci/run)",
 )
 needs_non_root = pytest.mark.skipif(
-    not IS_LINUX or IS_ROOT, reason="runs as an unprivileged user (the CI's rootless lane)"
+    not IS_LINUX or IS_ROOT or not CGROUP_ROOT,
+    reason="runs as an unprivileged user with a delegated cgroup named by "
+    "PYTEST_ISOLATE_CGROUP_ROOT (the CI's rootless lane)",
 )
 
 PROBE_TEST = """
@@ -214,8 +216,8 @@ def test_rootless_masked_proc_shows_the_hosts(workspace: Workspace) -> None:
 def test_rootless_here(pytester: pytest.Pytester) -> None:
     """In the rootless lane: everything is active for this unprivileged user."""
     pytester.makepyfile(PROBE_TEST)
-    args = [f"--isolate-cgroup-root={CGROUP_ROOT}"] if CGROUP_ROOT else []
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-rA", *args)
+    args = ["-p", "no:cacheprovider", "-s", "-rA", f"--isolate-cgroup-root={CGROUP_ROOT}"]
+    result = pytester.runpytest_subprocess(*args)
     out = result.stdout.str()
     assert _header(out) == (
         "isolation: rootless, pid net mnt uts ipc user namespaces, overlay snapshot per "
