@@ -20,8 +20,9 @@ def test_doctor_as_root_reports_everything_available() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split("]")[0] for line in lines[:-1]] == ["[ok  "] * 5
-    assert "[ok  ] cgroups: cgroup v1: cpu, cpuacct, memory, pids" in lines
+    assert [line.split("]")[0] for line in lines[:-1]] == ["[ok  "] * 6
+    assert "[ok  ] cgroup caps: cgroup v1: cpu, cpuacct, memory, pids" in lines
+    assert "[ok  ] overlay snapshot" in lines and "[ok  ] fresh /proc" in lines
     assert lines[-1] == "all isolation available"
 
 
@@ -41,8 +42,9 @@ def test_doctor_without_privileges_says_what_is_missing_and_how_to_fix_it() -> N
     )
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
-    assert "[FAIL] overlay snapshot and fresh /proc: needs root" in out
-    assert "[FAIL] cgroups: no writable cgroup v1" in out
+    assert "[FAIL] user namespace: " in out
+    assert "[FAIL] overlay snapshot: " in out
+    assert "[FAIL] cgroup caps: no writable cgroup v1" in out
     assert out.count("fix: ") >= 2
     assert out.splitlines()[-1] == "some isolation is not available"
 
@@ -78,3 +80,21 @@ def test_user_namespace_fix_names_the_cause(
 ) -> None:
     monkeypatch.setattr(probe, "_read", sysctls.get)
     assert expected in probe._userns_fix()
+
+
+def test_doctor_cgroup_root_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--isolate-cgroup-root", "relative"]) == 2
+    assert "--isolate-cgroup-root: invalid cgroup_root='relative'" in capsys.readouterr().err
+    assert main(["doctor", "--isolate-cgroup-root"]) == 2
+
+
+@needs_cgroup_v1
+def test_doctor_names_a_missing_cgroup_root() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_isolate", "doctor", "--isolate-cgroup-root",
+         "/pytest-isolate/no-such-group"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "[FAIL] cgroup caps: no cgroup v1 hierarchy has /pytest-isolate/no-such-group" in (
+        result.stdout
+    )

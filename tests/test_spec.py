@@ -25,12 +25,15 @@ from pytest_isolate.spec import (
     decide,
     merge_marker_kwargs,
     parse_bool,
+    parse_cgroup_root,
     parse_cpu,
     parse_hostname,
     parse_mem,
     parse_pids,
     parse_timeout,
+    resolve_cgroup_root,
     resolve_defaults,
+    resolve_strict,
     spec_from_marker,
 )
 
@@ -700,3 +703,48 @@ def test_decide_bad_marker_is_a_message_naming_the_test() -> None:
         "@pytest.mark.isolated on t.py::test_x: invalid pids=-1 (must be at least 1); "
         "expected an int >= 1 (processes and threads), or None for no cap"
     )
+
+
+# -- strict mode and the cgroup root ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cli", "ini", "expected"),
+    [
+        (None, "false", (False, "")),
+        (True, "false", (True, "command line option --isolate-strict")),
+        (None, "yes", (True, "ini option isolate_strict")),
+        (True, "true", (True, "command line option --isolate-strict")),
+    ],
+)
+def test_strict_names_where_it_was_turned_on(
+    cli: bool | None, ini: str, expected: tuple[bool, str]
+) -> None:
+    assert resolve_strict(cli, ini) == expected
+
+
+def test_strict_bad_ini_value_names_the_key() -> None:
+    with pytest.raises(SpecError, match=r"^ini option isolate_strict: invalid value 'sure'"):
+        resolve_strict(None, "sure")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", ""), (None, ""), ("/", ""), ("/pytest-isolate/alice/", "/pytest-isolate/alice"),
+     ("/a//b/./c", "/a/b/c")],
+)
+def test_cgroup_root_is_normalized(value: str | None, expected: str) -> None:
+    assert parse_cgroup_root(value, "here") == expected
+
+
+@pytest.mark.parametrize("value", ["relative/path", "/a/../b", "/a\0b", 3])
+def test_bad_cgroup_root_names_its_source(value: object) -> None:
+    with pytest.raises(SpecError, match=r"^ini option isolate_cgroup_root: invalid cgroup_root="):
+        resolve_cgroup_root(None, value)
+    with pytest.raises(SpecError, match=r"^command line option --isolate-cgroup-root: invalid"):
+        resolve_cgroup_root(value, "/fine")
+
+
+def test_cgroup_root_cli_wins_over_ini() -> None:
+    assert resolve_cgroup_root("/from-cli", "/from-ini") == "/from-cli"
+    assert resolve_cgroup_root(None, "/from-ini") == "/from-ini"

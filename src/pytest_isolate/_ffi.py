@@ -22,7 +22,10 @@ except ImportError:  # pragma: no cover - a cffi that cannot read the generated 
 
     _ffi = FFI()
     _ffi.cdef(CDEF)
-_libc: Any = _ffi.dlopen(None)
+try:
+    _libc: Any = _ffi.dlopen(None)
+except OSError:  # pragma: no cover - Windows: no sandboxes, and none of these calls
+    _libc = None
 
 # <linux/sched.h>
 CLONE_NEWNS = 0x00020000

@@ -22,7 +22,8 @@ from . import _compat, _ffi, wire
 from .sandbox.namespaces import SANDBOX_NAMESPACES, set_hostname
 
 # Sent by the parent at the deadline: every thread's Python stack goes to the dump file.
-DUMP_SIGNAL = signal.SIGRTMIN + 10
+# (macOS has no real-time signals; fork-only isolation uses SIGUSR2 there.)
+DUMP_SIGNAL = signal.SIGRTMIN + 10 if hasattr(signal, "SIGRTMIN") else signal.SIGUSR2
 
 _NS_FILES = (
     ("mnt", _ffi.CLONE_NEWNS),
@@ -42,6 +43,13 @@ class ChildContext:
     hostname: str
     cwd: str
     close_fds: tuple[int, ...]
+    rootless: bool = False
+    """Join the user namespace first, then the others, then fork once more into the pid
+    namespace (pytest itself may not join it)."""
+    userns: bool = True
+    """False where the host allows no user namespace: the sandbox has none to join."""
+    sandboxed: bool = True
+    """False for fork-only isolation: no sandbox to join, only a process group of our own."""
 
 
 class Channel:
@@ -77,15 +85,48 @@ def _setns_all(ctx: ChildContext, flags: int) -> None:
                     os.close(fd)
 
 
-def enter_sandbox(ctx: ChildContext) -> None:
-    # cgroups first: migration is checked against our credentials, which the user
-    # namespace is about to reduce. (The builder opened the files for us.)
+def _become_sandbox_pid(ctx: ChildContext) -> None:
+    """Fork once more: the new child is born in the sandbox's pid namespace and goes on as
+    the test process; this one waits for it and exits the same way (for the controller)."""
+    pid = os.fork()
+    if pid == 0:
+        return
     for fd in ctx.join_fds:
+        os.close(fd)
+    for sig in (DUMP_SIGNAL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: os.kill(pid, signum))
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def _enter_rootless(ctx: ChildContext) -> None:
+    # Unprivileged, we hold capabilities over the sandbox's namespaces only from inside its
+    # user namespace: join it first, then the others, then fork into the pid namespace.
+    _ffi.setns(ctx.init_pidfd, _ffi.CLONE_NEWUSER)
+    _ffi.setns(ctx.init_pidfd, SANDBOX_NAMESPACES | _ffi.CLONE_NEWPID)
+    set_hostname(ctx.hostname)
+    _become_sandbox_pid(ctx)
+    for fd in ctx.join_fds:  # migration is checked against our (unchanged) uid
         os.write(fd, b"0")
         os.close(fd)
-    _setns_all(ctx, SANDBOX_NAMESPACES)
-    set_hostname(ctx.hostname)
-    _setns_all(ctx, _ffi.CLONE_NEWUSER)
+
+
+def enter_sandbox(ctx: ChildContext) -> None:
+    if not ctx.sandboxed:
+        # Fork-only isolation: a process group of our own, so that what the test starts can
+        # be killed with it.
+        os.setpgid(0, 0)
+        return
+    if ctx.rootless:
+        _enter_rootless(ctx)
+    else:
+        _enter_rooted(ctx)
     # Changing credentials cleared both; the test is an ordinary process again.
     _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
     _ffi.prctl(_ffi.PR_SET_DUMPABLE, 1)
@@ -97,13 +138,26 @@ def enter_sandbox(ctx: ChildContext) -> None:
         os.chdir("/")
 
 
+def _enter_rooted(ctx: ChildContext) -> None:
+    # cgroups first: migration is checked against our credentials, which the user
+    # namespace is about to reduce. (The builder opened the files for us.)
+    for fd in ctx.join_fds:
+        os.write(fd, b"0")
+        os.close(fd)
+    _setns_all(ctx, SANDBOX_NAMESPACES)
+    set_hostname(ctx.hostname)
+    if ctx.userns:
+        _setns_all(ctx, _ffi.CLONE_NEWUSER)
+
+
 def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> NoReturn:
     code = 0
     channel = Channel(ctx.report_fd)
     try:
         enter_sandbox(ctx)
         for fd in (ctx.init_pidfd, *ctx.close_fds):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         faulthandler.register(DUMP_SIGNAL, file=ctx.dump_fd, all_threads=True, chain=False)
         global _current
         _current = channel

@@ -20,6 +20,7 @@ import pytest
 
 from . import _compat, _ffi, child, wire
 from .cgroups import Limits, Usage
+from .isolation import BuildPlan
 from .pool import Lease, PoolError, SandboxPool
 from .reporting import Record, describe_exit, format_seconds, oom_text, pids_text
 from .sandbox.namespaces import kill_sandbox
@@ -42,6 +43,7 @@ class Session:
     pool: SandboxPool
     own_pidns: int
     dump_fd: int
+    plan: BuildPlan = field(default_factory=BuildPlan)
     warned: set[str] = field(default_factory=set)
     exiting: list[int] = field(default_factory=list)
     """Test processes that reported everything and were killed with their sandbox."""
@@ -62,11 +64,12 @@ class Session:
         self.pool.settle(keep)
 
     @classmethod
-    def start(cls) -> Session:
-        pool = SandboxPool()
+    def start(cls, plan: BuildPlan | None = None) -> Session:
+        plan = plan or BuildPlan()
+        pool = SandboxPool(plan)
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         dump = os.memfd_create("pytest-isolate-stacks", os.MFD_CLOEXEC)
-        return cls(pool, own, dump)
+        return cls(pool, own, dump, plan)
 
     def close(self) -> None:
         self.settle()
@@ -99,6 +102,10 @@ class _Run:
 
 
 def _fork_into(lease: Lease, session: Session) -> int:
+    if session.plan.userns == "first":
+        # Rootless: pytest holds no capability to join the sandbox's pid namespace; the
+        # test process enters it with the others, through one more fork (child.py).
+        return os.fork()
     _ffi.setns(lease.pidfd, _ffi.CLONE_NEWPID)  # our next child is born in the sandbox
     # Objects that exist now are never traversed by the child's garbage collector: a
     # full collection would otherwise touch (and so copy) every page of the parent.
@@ -394,6 +401,8 @@ def run_isolated(
             *session.pool.fds,
             *(fd for fd in lease.join_fds if fd not in join),
         ),
+        rootless=session.plan.userns == "first",
+        userns=bool(session.plan.userns),
     )
     wall_start = time.monotonic()
     start = time.time()

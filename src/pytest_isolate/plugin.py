@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -14,6 +13,8 @@ from . import wire
 from ._compat import teardown_to
 from .child import current_channel
 from .controller import Session, error_reports, run_isolated
+from .forked import run_forked
+from .isolation import PROPERTY, Isolation, assess, header_line, strict_error, warning_text
 from .reporting import Stats
 from .spec import (
     SPEC_KEYS,
@@ -23,7 +24,9 @@ from .spec import (
     check_contradictions,
     decide,
     parse_bool,
+    resolve_cgroup_root,
     resolve_defaults,
+    resolve_strict,
 )
 from .warning_wire import rebuild_warning, serialize_warning
 
@@ -34,6 +37,8 @@ MARKER = "isolated"
 class State:
     settings: Settings
     stats: Stats
+    isolation: Isolation | None = None
+    """What this host gives (probed once per session); None with --no-isolate."""
     session: Session | None = None
 
 
@@ -56,6 +61,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-isolate", action="store_true", default=False,
                     help="run every test in-process, ignoring markers (debugging)")  # fmt: skip
     parser.addini("isolate_all", "run every test isolated (true/false)", default="false")
+    group.addoption("--isolate-strict", action="store_true", default=None,
+                    help="fail the session if this host cannot give full isolation")  # fmt: skip
+    parser.addini("isolate_strict", "fail if the host cannot isolate fully (true/false)",
+                  default="false")  # fmt: skip
+    group.addoption("--isolate-cgroup-root", dest="isolate_cgroup_root", metavar="PATH",
+                    default=None, help="cgroup path (as in /proc/self/cgroup) to create "
+                    "the sandboxes' cgroups under, e.g. a subtree delegated to you")  # fmt: skip
+    parser.addini("isolate_cgroup_root", "cgroup path for the sandboxes' cgroups", default="")
     for key in SPEC_KEYS:
         group.addoption(f"--isolate-{key}", dest=f"isolate_{key}", metavar="VALUE", default=None,
                         help=f"default {_HELP[key]} ('none' for no cap)")  # fmt: skip
@@ -72,7 +85,12 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = _settings(config)
     except SpecError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[STATE_KEY] = State(settings, Stats())
+    isolation = None if settings.disabled else assess(settings.cgroup_root)
+    if isolation is not None and settings.strict and not isolation.complete:
+        raise pytest.UsageError(strict_error(isolation, settings.strict_source))
+    if isolation is not None and isolation.mode == "in-process":
+        settings = replace(settings, disabled=True)
+    config.stash[STATE_KEY] = State(settings, Stats(), isolation)
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -83,9 +101,20 @@ def _settings(config: pytest.Config) -> Settings:
     defaults = resolve_defaults(cli, ini)
     if isolate_all is None:
         isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
-    # Off Linux there are no sandboxes: everything runs in-process (with one warning).
-    disabled = config.getoption("no_isolate") or sys.platform != "linux"
-    return Settings(isolate_all=bool(isolate_all), disabled=disabled, defaults=defaults)
+    strict, strict_source = resolve_strict(
+        config.getoption("isolate_strict"), config.getini("isolate_strict")
+    )
+    cgroup_root = resolve_cgroup_root(
+        config.getoption("isolate_cgroup_root"), config.getini("isolate_cgroup_root")
+    )
+    return Settings(
+        isolate_all=bool(isolate_all),
+        disabled=bool(config.getoption("no_isolate")),
+        defaults=defaults,
+        strict=strict,
+        strict_source=strict_source,
+        cgroup_root=cgroup_root,
+    )
 
 
 def _decision(item: pytest.Item) -> IsolationSpec | str | None:
@@ -96,37 +125,54 @@ def _decision(item: pytest.Item) -> IsolationSpec | str | None:
     return item.stash[DECISION_KEY]
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    settings = config.stash[STATE_KEY].settings
-    if settings.disabled:
-        if config.getoption("no_isolate"):
-            return "isolate: off (--no-isolate)"
-        return f"isolate: off (sandboxes need Linux; this is {sys.platform})"
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash[STATE_KEY]
+    settings = state.settings
+    if state.isolation is None:
+        return ["isolate: off (--no-isolate)"]
     d = settings.defaults
     scope = "all tests" if settings.isolate_all else "tests marked @pytest.mark.isolated"
-    return (
-        f"isolate: {scope}; namespaces pid,net,mnt,uts,ipc,user; overlay snapshot; "
-        f"defaults cpu={d.cpu} mem={d.mem} pids={d.pids} timeout={d.timeout}"
+    if state.isolation.mode == "in-process":
+        scope = "off"
+    return [
+        f"isolate: {scope}; defaults cpu={d.cpu} mem={d.mem} pids={d.pids} timeout={d.timeout}",
+        header_line(state.isolation),
+    ]
+
+
+def _asks_for_isolation(item: pytest.Item) -> bool:
+    settings = item.config.stash[STATE_KEY].settings
+    return settings.isolate_all or item.get_closest_marker(MARKER) is not None
+
+
+def _missing(item: pytest.Item) -> tuple[str, ...]:
+    """The parts of the isolation this test asks for that the host cannot give."""
+    isolation = item.config.stash[STATE_KEY].isolation
+    if isolation is None or isolation.complete or not _asks_for_isolation(item):
+        return ()
+    decision = _decision(item)
+    wants_caps = not isinstance(decision, IsolationSpec) or any(
+        v is not None for v in (decision.cpu, decision.mem, decision.pids)
     )
+    return isolation.missing_for(wants_caps)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash[STATE_KEY]
-    if sys.platform != "linux":
-        asked = state.settings.isolate_all or any(
-            item.get_closest_marker(MARKER) for item in session.items
+    if state.isolation is None:
+        return
+    asked: set[str] = set()
+    for item in session.items:
+        asked.update(_missing(item))
+    if asked:  # once per session, naming every missing part a test asks for
+        warnings.warn(
+            pytest.PytestWarning(warning_text(state.isolation, tuple(sorted(asked)))),
+            stacklevel=1,
         )
-        if asked and not session.config.getoption("no_isolate"):
-            warnings.warn(
-                pytest.PytestWarning(
-                    f"pytest-isolate: sandboxes need Linux; on {sys.platform} isolated tests "
-                    "run in-process"
-                ),
-                stacklevel=1,
-            )
+    if state.isolation.mode != "sandbox":
         return
     if state.session is None and any(_decision(item) is not None for item in session.items):
-        state.session = Session.start()
+        state.session = Session.start(state.isolation.plan)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -145,9 +191,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if isinstance(decision, str):
         reports = error_reports(item, decision)
     else:
-        if state.session is None:
-            state.session = Session.start()
-        outcome = run_isolated(item, nextitem, decision, state.session)
+        assert state.isolation is not None
+        if state.isolation.mode == "fork":
+            outcome = run_forked(item, nextitem, decision)
+        else:
+            if state.session is None:
+                state.session = Session.start(state.isolation.plan)
+            outcome = run_isolated(item, nextitem, decision, state.session)
         reports = outcome.reports
         for data in outcome.warnings:
             ihook.pytest_warning_recorded.call_historic(
@@ -161,7 +211,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if outcome.record is not None:
             state.stats.add(outcome.record)
         exit_request = outcome.exit
+    missing = _missing(item)
     for report in reports:
+        if missing:
+            report.user_properties.append((PROPERTY, ", ".join(missing)))
         ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     teardown_to(item, nextitem)
@@ -197,6 +250,11 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    state = item.config.stash[STATE_KEY]
+    if state.isolation is not None and state.isolation.mode == "in-process":
+        missing = _missing(item)
+        if missing:
+            report.user_properties.append((PROPERTY, ", ".join(missing)))
     channel = current_channel()
     if channel is not None:
         data = item.config.hook.pytest_report_to_serializable(config=item.config, report=report)

@@ -21,6 +21,7 @@ from typing import Any
 
 from .cgroups import Group
 from .cgroups.v1 import GroupV1
+from .isolation import BuildPlan
 
 _BOOT = (
     "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
@@ -44,10 +45,11 @@ class Lease:
 
 
 class SandboxPool:
-    def __init__(self) -> None:
+    def __init__(self, plan: BuildPlan | None = None) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = parent
         config = {
+            "plan": (plan or BuildPlan()).to_json(),
             "parent": os.getpid(),
             "fd": child.fileno(),
             "scratch_base": tempfile.gettempdir(),

@@ -1,8 +1,10 @@
 """What this host allows: each capability is tried (in a throwaway child), not guessed.
 
-``probe()`` returns frozen ``Capabilities``: one ``Check`` per capability, each with
-whether it works, what failed, and the command that would fix it. Used by
-``python -m pytest_isolate doctor``.
+``session_checks()`` tries each part of a sandbox once (a few forks, ~10 ms), as root
+or rootless; ``isolation.decide_isolation`` turns the result into what the session's
+sandboxes get. ``probe()`` returns frozen ``Capabilities`` for
+``python -m pytest_isolate doctor``: one ``Check`` per part, each with whether it
+works, what failed, and the command that would fix it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import _ffi
-from .cgroups import PREFIX
+from .cgroups import PREFIX, CgroupBackend
 
 APPARMOR_SYSCTL = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
 MAX_USERNS_SYSCTL = "/proc/sys/user/max_user_namespaces"
+
+# The parts of a sandbox, as the probe, the header and the warning name them.
+USERNS = "user namespace"
+NAMESPACES = "pid/net/mnt/uts/ipc namespaces"
+OVERLAY = "overlay snapshot"
+PROC = "fresh /proc"
+CGROUPS = "cgroup caps"
 
 
 @dataclass(frozen=True)
@@ -87,49 +96,134 @@ def _userns_fix() -> str:
     )
 
 
-def _namespaces() -> None:
-    flags = _ffi.CLONE_NEWNS | _ffi.CLONE_NEWNET | _ffi.CLONE_NEWUTS | _ffi.CLONE_NEWIPC
+def is_real_root() -> bool:
+    """euid 0 in the initial user namespace (root in a user namespace is rootless here)."""
     if os.geteuid() != 0:
+        return False
+    uid_map = _read("/proc/self/uid_map") or ""
+    return uid_map.split() == ["0", "0", "4294967295"]
+
+
+def enter_own_userns() -> None:
+    """Rootless: a new user namespace mapping our own uid and gid (setgroups denied first)."""
+    uid, gid = os.geteuid(), os.getegid()
+    _ffi.unshare(_ffi.CLONE_NEWUSER)
+    for name, value in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                        ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(value)
+
+
+def _user_namespace(root: bool, scratch: str) -> None:
+    if root:
         _ffi.unshare(_ffi.CLONE_NEWUSER)
+        return
+    # Ubuntu's AppArmor restriction lets the unshare succeed and strips the capabilities:
+    # only a mount inside shows whether the namespace is usable.
+    enter_own_userns()
+    _ffi.unshare(_ffi.CLONE_NEWNS)
+    _ffi.mount(None, "/", None, _ffi.MS_REC | _ffi.MS_PRIVATE)
+    _ffi.mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")
+
+
+def _namespaces(root: bool) -> None:
+    flags = _ffi.CLONE_NEWNS | _ffi.CLONE_NEWNET | _ffi.CLONE_NEWUTS | _ffi.CLONE_NEWIPC
+    if not root:
+        enter_own_userns()
     _ffi.unshare(flags | _ffi.CLONE_NEWPID)
 
 
-def _user_namespace() -> None:
-    _ffi.unshare(_ffi.CLONE_NEWUSER)
-
-
-def _overlay_and_proc(scratch: str) -> None:
-    if os.geteuid() != 0:
-        raise PermissionError("needs root (rootless overlays are not supported yet)")
-    _ffi.unshare(_ffi.CLONE_NEWNS | _ffi.CLONE_NEWPID)
+def _overlay(root: bool, scratch: str) -> None:
+    if not root:
+        enter_own_userns()
+    _ffi.unshare(_ffi.CLONE_NEWNS)
     _ffi.mount(None, "/", None, _ffi.MS_REC | _ffi.MS_PRIVATE)
     # These mounts live in this child's private mount namespace only.
     _ffi.mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")
     for name in ("u", "w", "root"):
         os.mkdir(f"{scratch}/{name}")
+    # Rootless, an overlay of / fails (its submounts are locked): one per top-level directory.
+    lower, extra = ("/", "") if root else ("/etc", ",userxattr")
     _ffi.mount("overlay", f"{scratch}/root", "overlay", 0,
-               f"lowerdir=/,upperdir={scratch}/u,workdir={scratch}/w")  # fmt: skip
+               f"lowerdir={lower},upperdir={scratch}/u,workdir={scratch}/w{extra}")  # fmt: skip
+
+
+def _fresh_proc(root: bool, scratch: str) -> None:
+    if not root:
+        enter_own_userns()
+    _ffi.unshare(_ffi.CLONE_NEWNS | _ffi.CLONE_NEWPID)
+    _ffi.mount(None, "/", None, _ffi.MS_REC | _ffi.MS_PRIVATE)
+    _ffi.mount("tmpfs", scratch, "tmpfs", 0, "mode=0700")
     pid = os.fork()
     if pid == 0:  # pragma: no cover - pid 1 of the new pid namespace
         try:
-            _ffi.mount("proc", f"{scratch}/root/proc", "proc", 0)
+            _ffi.mount("proc", scratch, "proc", _ffi.MS_NOSUID | _ffi.MS_NODEV | _ffi.MS_NOEXEC)
         except OSError:
             os._exit(1)
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     if status != 0:
-        raise PermissionError("a fresh /proc cannot be mounted (masked /proc, as in Docker?)")
+        raise PermissionError("the kernel refuses a fresh proc mount")
 
 
-def _cgroups() -> Check:
-    from .cgroups import detect
+def cgroup_backend(cgroup_root: str = "") -> CgroupBackend | None:
+    """The cgroup backend to use: under ``cgroup_root`` if given, else the host's, else
+    (rootless) the delegated subtree this process sits in, found from /proc/self/cgroup."""
+    from .cgroups import detect, parse_mountinfo
+    from .cgroups.v1 import CONTROLLERS, CgroupV1
 
-    backend = detect()
-    if backend is None:
-        return Check(
-            "cgroups", False, "no writable cgroup v1 cpu/cpuacct/memory/pids hierarchy",
-            "run as root on a host with cgroup v1 (cgroup v2 support is planned)",
-        )  # fmt: skip
+    with open("/proc/self/mountinfo") as f:
+        entries = parse_mountinfo(f.read())
+    mounts: dict[str, str] = {}
+    for entry in entries:
+        if entry.fstype == "cgroup":
+            for controller in CONTROLLERS:
+                if controller in entry.super_options:
+                    mounts.setdefault(controller, entry.mount_point)
+    if cgroup_root:
+        under = {c: m + cgroup_root for c, m in mounts.items() if os.path.isdir(m + cgroup_root)}
+        if not under:
+            raise FileNotFoundError(f"no cgroup v1 hierarchy has {cgroup_root}")
+        writable = {c: d for c, d in under.items() if os.access(d, os.W_OK)}
+        return CgroupV1(writable) if writable else None
+    backend = detect(entries)
+    if backend is not None or not mounts:
+        return backend
+    own: dict[str, str] = {}
+    for line in (_read("/proc/self/cgroup") or "").splitlines():
+        _, names, path = line.split(":", 2)
+        for controller in names.split(","):
+            if controller in mounts and _delegated(mounts[controller] + path):
+                own[controller] = mounts[controller] + path.rstrip("/")
+    return CgroupV1(own) if own else None
+
+
+def _delegated(path: str) -> bool:
+    """A cgroup v1 directory delegated to us: chowned to our uid (never one we merely may
+    write to: we do not touch a cgroup nobody gave us)."""
+    uid = os.geteuid()
+    if uid == 0 or str(uid) == (_read("/proc/sys/kernel/overflowuid") or "65534"):
+        return False  # root in a user namespace, or an unmapped uid: not a delegation
+    try:
+        return os.stat(path).st_uid == uid and os.access(path, os.W_OK)
+    except OSError:
+        return False
+
+
+def _cgroups(root: bool, cgroup_root: str = "") -> Check:
+    try:
+        backend = cgroup_backend(cgroup_root)
+    except OSError as exc:
+        return Check(CGROUPS, False, str(exc), "create that cgroup and chown it to this user")
+    if backend is None or not backend.controllers:
+        fix = (
+            "run as root on a host with cgroup v1 (cgroup v2 support is planned)"
+            if root
+            else "as root, create a cgroup in each v1 hierarchy, chown it to this user and "
+            "name it with --isolate-cgroup-root (see the README's rootless setup)"
+        )
+        return Check(CGROUPS, False, "no writable cgroup v1 cpu/cpuacct/memory/pids hierarchy",
+                     fix)  # fmt: skip
     missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
     try:
         group = backend.create(f"probe-{os.getpid()}")
@@ -138,39 +232,45 @@ def _cgroups() -> Check:
         if close is not None:
             close()
     except OSError as exc:
-        return Check("cgroups", False, str(exc), "run pytest as root")
+        return Check(CGROUPS, False, str(exc), "run pytest as root")
     if missing:
-        return Check("cgroups", False, f"controllers missing: {', '.join(sorted(missing))}",
+        return Check(CGROUPS, False, f"controllers missing: {', '.join(sorted(missing))}",
                      "mount the missing cgroup v1 controllers")  # fmt: skip
     version = getattr(backend, "version", "?")
-    return Check("cgroups", True, f"cgroup v{version}: {', '.join(sorted(backend.controllers))}")
+    return Check(CGROUPS, True, f"cgroup v{version}: {', '.join(sorted(backend.controllers))}")
 
 
-def probe() -> Capabilities:
+def session_checks(root: bool, cgroup_root: str = "") -> dict[str, Check]:
+    """Each part of a sandbox tried once, in a throwaway child: name -> Check."""
+    checks: dict[str, Check] = {}
+    scratch = tempfile.mkdtemp(prefix=f"{PREFIX}-probe-")
+    try:
+        for name, step in (
+            (USERNS, lambda: _user_namespace(root, scratch)),
+            (NAMESPACES, lambda: _namespaces(root)),
+            (OVERLAY, lambda: _overlay(root, scratch)),
+            (PROC, lambda: _fresh_proc(root, scratch)),
+        ):
+            error = _in_child(step)
+            fix = "" if not error else _userns_fix() if name in (USERNS, NAMESPACES) else ""
+            checks[name] = Check(name, not error, error, fix)
+    finally:
+        os.rmdir(scratch)
+    checks[CGROUPS] = _cgroups(root, cgroup_root)
+    return checks
+
+
+def sysctls() -> dict[str, str | None]:
+    return {path: _read(path) for path in (APPARMOR_SYSCTL, MAX_USERNS_SYSCTL)}
+
+
+def probe(cgroup_root: str = "") -> Capabilities:
     if sys.platform != "linux":
         fix = "run on Linux; elsewhere isolated tests run in-process"
         return Capabilities((Check("linux", False, f"platform is {sys.platform}", fix),))
-    checks = [Check("linux", True, os.uname().release)]
-    error = _in_child(_user_namespace)
-    checks.append(Check("user namespace", not error, error, _userns_fix() if error else ""))
-    error = _in_child(_namespaces)
-    checks.append(
-        Check("pid/net/mnt/uts/ipc namespaces", not error, error, _userns_fix() if error else "")
-    )
-    scratch = tempfile.mkdtemp(prefix=f"{PREFIX}-probe-")
-    try:
-        error = _in_child(lambda: _overlay_and_proc(scratch))
-    finally:
-        os.rmdir(scratch)
-    checks.append(
-        Check(
-            "overlay snapshot and fresh /proc",
-            not error,
-            error,
-            "run pytest as root (sudo)" if error else "",
-        )
-    )
-    checks.append(_cgroups())
+    root = is_real_root()
+    checks = [Check("linux", True, os.uname().release + ("" if root else ", rootless"))]
+    checks.extend(session_checks(root, cgroup_root).values())
     return Capabilities(tuple(checks))
 
 

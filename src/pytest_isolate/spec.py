@@ -21,12 +21,15 @@ __all__ = [
     "Settings",
     "decide",
     "merge_marker_kwargs",
+    "parse_cgroup_root",
     "parse_cpu",
     "parse_hostname",
     "parse_mem",
     "parse_pids",
     "parse_timeout",
+    "resolve_cgroup_root",
     "resolve_defaults",
+    "resolve_strict",
     "spec_from_marker",
 ]
 
@@ -206,6 +209,12 @@ class Settings:
     isolate_all: bool
     disabled: bool
     defaults: IsolationSpec
+    strict: bool = False
+    """``--isolate-strict``: a host that cannot give every part is an error."""
+    strict_source: str = ""
+    """Where strict mode was turned on, for the error message."""
+    cgroup_root: str = ""
+    """``--isolate-cgroup-root``: the cgroup path to create the sandboxes' groups under."""
 
 
 def resolve_defaults(
@@ -296,6 +305,39 @@ def decide(
         return spec_from_marker(merge_marker_kwargs(markers, source), settings.defaults, source)
     except SpecError as exc:
         return str(exc)
+
+
+CGROUP_ROOT_FORM: Final = (
+    "a cgroup path as /proc/self/cgroup shows it, starting with '/', e.g. /pytest-isolate/alice"
+)
+
+
+def parse_cgroup_root(value: object, source: str) -> str:
+    """A cgroup path under each hierarchy's mount point; "" (not given) stays ""."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise _bad(source, "cgroup_root", value, CGROUP_ROOT_FORM)
+    text = value.strip()
+    parts = text.split("/")
+    if not text.startswith("/") or "\0" in text or ".." in parts:
+        raise _bad(source, "cgroup_root", value, CGROUP_ROOT_FORM)
+    return "/" + "/".join(p for p in parts if p and p != ".") if text != "/" else ""
+
+
+def resolve_strict(cli: bool | None, ini: object) -> tuple[bool, str]:
+    """(strict, the source that turned it on): command line first, then ini."""
+    if cli:
+        return True, "command line option --isolate-strict"
+    if parse_bool(ini, "ini option isolate_strict"):
+        return True, "ini option isolate_strict"
+    return False, ""
+
+
+def resolve_cgroup_root(cli: object, ini: object) -> str:
+    if cli not in (None, ""):
+        return parse_cgroup_root(cli, "command line option --isolate-cgroup-root")
+    return parse_cgroup_root(ini, "ini option isolate_cgroup_root")
 
 
 def parse_bool(value: object, source: str) -> bool:

@@ -14,6 +14,7 @@ pid and start time).
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -34,6 +35,8 @@ from .cgroups import (
     parse_mountinfo,
     token_is_stale,
 )
+from .isolation import BuildPlan
+from .probe import cgroup_backend, enter_own_userns
 from .sandbox.filesystem import (
     MountStep,
     build_tree,
@@ -50,6 +53,7 @@ from .sandbox.namespaces import (
     write_id_maps,
 )
 from .sandbox.network import bring_up_loopback
+from .sandbox.rootless import build_rootless_root, no_snapshot
 from .spec import BUILTIN_DEFAULTS
 
 SCRATCH_PREFIX = "pytest-isolate-"
@@ -74,13 +78,21 @@ class Sandbox:
 
 
 class Zygote:
-    def __init__(self, sock: socket.socket, scratch: str) -> None:
+    def __init__(self, sock: socket.socket, scratch: str, plan: BuildPlan | None = None) -> None:
         self.sock = sock
         self.scratch = scratch
+        self.plan = plan or BuildPlan()
+        self.pid = os.getpid()
         with open("/proc/self/mountinfo") as f:
             mounts = parse_mountinfo(f.read())
         self.steps: list[MountStep] = plan_mounts(mounts, skip=[scratch])
-        self.backend: CgroupBackend | None = detect(mounts)
+        self.backend: CgroupBackend | None = None
+        if self.plan.cgroups:
+            self.backend = (
+                cgroup_backend(self.plan.cgroup_root)
+                if self.plan.cgroup_root or self.plan.userns == "first"
+                else detect(mounts)
+            )
         self.next_id = 0
         self.active: dict[int, Sandbox] = {}
         self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
@@ -103,6 +115,8 @@ class Zygote:
         spares the copy-on-write faults a forked Python process takes for every page it
         touches.
         """
+        if not self.plan.overlay or self.plan.userns == "first":
+            return self._build_in_init()
         self.next_id += 1
         group = self.backend.create(str(self.next_id)) if self.backend is not None else None
         r, w = os.pipe()
@@ -156,11 +170,110 @@ class Zygote:
             # root is not the topmost mount on the namespace's root.
             os.chroot(".")
             os.chdir("/")
-            _ffi.unshare(_ffi.CLONE_NEWUSER)
-            os.write(w, b"U\n")
+            if self.plan.userns:  # none where the host refuses it (the session warned)
+                _ffi.unshare(_ffi.CLONE_NEWUSER)
+                os.write(w, b"U\n")
             _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
             _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
             os.write(w, b"R\n")
+            os.close(w)
+            os.closerange(3, 1 << 16)
+            init_loop()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
+            try:
+                os.write(w, b"E" + f"{type(exc).__name__}: {exc}".encode() + b"\n")
+            finally:
+                os._exit(1)
+
+    # -- building in the init: rootless, or without a snapshot -------------------------------
+    def _build_in_init(self) -> Sandbox:
+        """Build a sandbox whose pid 1 makes its namespaces and mounts itself.
+
+        Rootless, the builder may not setns back into its own namespaces (they belong to
+        the initial user namespace), so a helper process unshares the pid namespace, forks
+        the init and exits; the init is reparented to us (a child subreaper).
+        """
+        self.next_id += 1
+        group = self.backend.create(str(self.next_id)) if self.backend is not None else None
+        r, w = os.pipe()
+        try:
+            pid = self._fork_init_via_helper(r, w)
+        finally:
+            os.close(w)
+        pidfd = os.pidfd_open(pid)
+        sandbox = Sandbox(self.next_id, pid, pidfd, group, [])
+        buf = b""
+        with os.fdopen(r, "rb") as pipe:
+            for line in pipe:
+                if line.startswith(b"U"):
+                    write_id_maps(pid)
+                elif line.startswith(b"R"):
+                    sandbox.problems = json.loads(line[1:])
+                    return sandbox
+                else:
+                    buf += line
+        self.destroy(sandbox)
+        raise RuntimeError(buf[1:].decode(errors="replace").strip() or "sandbox init died")
+
+    def _fork_init_via_helper(self, r: int, w: int) -> int:
+        pr, pw = os.pipe()
+        helper = os.fork()
+        if helper == 0:  # pragma: no cover - runs in the helper
+            try:
+                os.close(r)
+                os.close(pr)
+                builder = os.pidfd_open(self.pid)
+                # Readable once this helper has exited, and so its children were reparented.
+                me = os.pidfd_open(os.getpid())
+                _ffi.unshare(_ffi.CLONE_NEWPID)
+                gc.freeze()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(pw)
+                    self._init_builds_main(w, me, builder)
+                os.write(pw, str(pid).encode())
+            finally:
+                os._exit(0)
+        os.close(pw)
+        with os.fdopen(pr, "rb") as pipe:
+            data = pipe.read()
+        os.waitpid(helper, 0)
+        if not data:
+            raise OSError(errno.EPERM, "could not start the sandbox's init")
+        return int(data)
+
+    def _init_builds_main(  # pragma: no cover - runs in the child
+        self, w: int, helper: int, builder: int
+    ) -> None:
+        gc.disable()
+        try:
+            self.sock.close()
+            # Wait until the helper is gone (we are the builder's child then), and die with
+            # the builder from now on, unless it is already gone.
+            select.select([helper], [], [])
+            os.close(helper)
+            _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if select.select([builder], [], [], 0)[0]:
+                os._exit(1)
+            os.close(builder)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            _ffi.unshare(SANDBOX_NAMESPACES)
+            plan = self.plan
+            if not plan.overlay:
+                problems = no_snapshot(plan.fresh_proc)
+            else:
+                writable = (os.environ.get("HOME", ""), os.getcwd())
+                problems = build_rootless_root(self.scratch, plan.fresh_proc, writable)
+            bring_up_loopback()
+            set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
+            if plan.userns == "last":
+                _ffi.unshare(_ffi.CLONE_NEWUSER)
+                os.write(w, b"U\n")
+                # The test may not ptrace its init. (Rootless, the test process needs the
+                # init dumpable to join it, and holds CAP_SYS_PTRACE in its namespace anyway.)
+                _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)
+            os.write(w, b"R" + json.dumps(problems).encode() + b"\n")
             os.close(w)
             os.closerange(3, 1 << 16)
             init_loop()
@@ -334,12 +447,19 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != config["parent"]:
         return  # pytest died before we could ask to be told
+    plan = BuildPlan.from_json(config.get("plan", {}))
+    if plan.userns == "first":
+        # Rootless: a user namespace of our own first, where we hold the capabilities to
+        # build every sandbox (its pid, mount, net, uts and ipc namespaces are owned by it).
+        enter_own_userns()
+    if plan.userns == "first" or not plan.overlay:
+        _ffi.prctl(_ffi.PR_SET_CHILD_SUBREAPER, 1)  # the inits of _build_in_init
     sock = socket.socket(fileno=config["fd"])
     base = config["scratch_base"]
     sweep_scratch(base)
     scratch = os.path.join(base, f"{SCRATCH_PREFIX}{owner_token()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
-    zygote = Zygote(sock, scratch)
+    zygote = Zygote(sock, scratch, plan)
     if zygote.backend is not None:
         zygote.backend.sweep()
     try:
