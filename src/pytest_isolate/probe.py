@@ -127,10 +127,19 @@ def _cgroups() -> Check:
     backend = detect()
     if backend is None:
         return Check(
-            "cgroups", False, "no writable cgroup v1 cpu/cpuacct/memory/pids hierarchy",
-            "run as root on a host with cgroup v1 (cgroup v2 support is planned)",
+            "cgroups", False, "no writable cgroup hierarchy (v1 cpu/cpuacct/memory/pids or v2)",
+            "run pytest as root",
         )  # fmt: skip
-    missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
+    if backend.version == 2:
+        mount = backend.hierarchies()[0]
+        missing = {"cpu", "memory", "pids"} - backend.controllers
+        fix = (
+            f"enable them for the children of the cgroup2 root: "
+            f"echo '+cpu +memory +pids' > {mount}/cgroup.subtree_control"
+        )
+    else:
+        missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
+        fix = "mount the missing cgroup v1 controllers"
     try:
         group = backend.create(f"probe-{os.getpid()}")
         group.remove()
@@ -141,7 +150,7 @@ def _cgroups() -> Check:
         return Check("cgroups", False, str(exc), "run pytest as root")
     if missing:
         return Check("cgroups", False, f"controllers missing: {', '.join(sorted(missing))}",
-                     "mount the missing cgroup v1 controllers")  # fmt: skip
+                     fix)  # fmt: skip
     version = getattr(backend, "version", "?")
     return Check("cgroups", True, f"cgroup v{version}: {', '.join(sorted(backend.controllers))}")
 
