@@ -27,7 +27,7 @@ def test_doctor_as_root_reports_everything_available() -> None:
 
 UNPRIVILEGED_DOCTOR = """
 import ctypes, sys
-import pytest_isolate.__main__, pytest_isolate.cgroups.v1  # import before losing access
+import pytest_isolate.__main__, pytest_isolate.cgroups.v1, pytest_isolate.cgroups.v2  # import first
 libc = ctypes.CDLL(None, use_errno=True)
 assert libc.unshare(0x10000000) == 0  # a user namespace with no mapping: uid 65534, no caps
 sys.exit(pytest_isolate.__main__.main(["doctor"]))
@@ -42,7 +42,7 @@ def test_doctor_without_privileges_says_what_is_missing_and_how_to_fix_it() -> N
     out = result.stdout
     assert result.returncode == 1, out + result.stderr
     assert "[FAIL] overlay snapshot and fresh /proc: needs root" in out
-    assert "[FAIL] cgroups: no writable cgroup v1" in out
+    assert "[FAIL] cgroups: no writable cgroup hierarchy (v1 cpu/cpuacct/memory/pids or v2)" in out
     assert out.count("fix: ") >= 2
     assert out.splitlines()[-1] == "some isolation is not available"
 
