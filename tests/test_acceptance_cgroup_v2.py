@@ -6,15 +6,25 @@ Under emulation Python runs ~14x slower: these tests judge behaviour, never time
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from conftest import RunPytest, needs_cgroup_v2
+from pytest_isolate.cgroups import PREFIX
 
 pytestmark = needs_cgroup_v2
 
 TIMEOUT = 600  # seconds for one inner pytest run, under emulation
+
+
+def _owners() -> set[str]:
+    """The run directories under ``/sys/fs/cgroup/pytest-isolate`` (one per live run)."""
+    try:
+        return {e.name for e in os.scandir(f"/sys/fs/cgroup/{PREFIX}") if e.is_dir()}
+    except FileNotFoundError:
+        return set()
 
 
 def _properties(xml_path: str) -> dict[str, dict[str, str]]:
@@ -39,7 +49,9 @@ def test_v2_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run: RunP
                 data[i] = 1
         """
     )
+    before = _owners()
     result = run("--junitxml=out.xml", timeout=TIMEOUT)
+    assert _owners() <= before  # the run removed its cgroups
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [

@@ -443,6 +443,45 @@ def test_create_redoes_the_session_after_a_concurrent_cleanup(tmp_path: Path) ->
     assert (root / PREFIX / token / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
 
 
+def test_create_error_when_the_parent_does_not_pass_controllers_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, root, _ = _fake_backend(tmp_path)
+    real_write = v2._write  # type: ignore[attr-defined]
+
+    def write(path: str, value: str) -> None:
+        if path.endswith("cgroup.subtree_control"):
+            raise CgroupError(errno.ENOENT, "the kernel says ENOENT")  # as cgroupfs does
+        real_write(path, value)
+
+    monkeypatch.setattr(v2, "_write", write)
+    with pytest.raises(CgroupError) as exc:
+        backend.create("x")
+    assert exc.value.errno == errno.ENOENT
+    control = root / PREFIX / "cgroup.subtree_control"
+    assert exc.value.strerror == (
+        f"cannot write '+cpu +memory +pids' to {control}: the parent group does not enable "
+        "these controllers for its children"
+    )
+
+
+def test_create_gives_up_when_the_top_keeps_disappearing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, root, token = _fake_backend(tmp_path)
+
+    def write(path: str, value: str) -> None:
+        shutil.rmtree(root / PREFIX)  # a concurrent run's cleanup, every time
+        raise CgroupError(errno.ENOENT, "gone")
+
+    monkeypatch.setattr(v2, "_write", write)
+    with pytest.raises(CgroupError) as exc:
+        backend.create("x")
+    assert exc.value.strerror == (
+        f"cannot create {root / PREFIX / token}: {root / PREFIX} keeps disappearing"
+    )
+
+
 def test_create_and_close_fake(tmp_path: Path) -> None:
     backend, root, token = _fake_backend(tmp_path)
     groups = [backend.create() for _ in range(2)]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import needs_cgroup_v1, needs_root
-from pytest_isolate import probe
+from conftest import needs_cgroup_v1, needs_cgroup_v2, needs_root
+from pytest_isolate import cgroups, probe
 from pytest_isolate.__main__ import main
+from pytest_isolate.cgroups import PREFIX, v2
+from pytest_isolate.cgroups.v2 import CgroupV2
 from pytest_isolate.probe import Capabilities, Check, format_report
 
 
@@ -78,3 +82,43 @@ def test_user_namespace_fix_names_the_cause(
 ) -> None:
     monkeypatch.setattr(probe, "_read", sysctls.get)
     assert expected in probe._userns_fix()
+
+
+@needs_cgroup_v2
+def test_doctor_on_cgroup_v2_reports_everything_available() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_isolate", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "[ok  ] cgroups: cgroup v2: cpu, memory, pids" in lines
+    assert lines[-1] == "all isolation available"
+
+
+def _cgroupfs_makedirs(path: str) -> None:
+    # Like cgroupfs, a new group directory comes with its cgroup.subtree_control.
+    os.makedirs(path, exist_ok=True)
+    Path(path, "cgroup.subtree_control").touch()
+
+
+def test_doctor_names_the_v2_fix_for_missing_controllers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.subtree_control").write_text("memory\n")
+    backend = CgroupV2(str(root), ["memory"])
+    monkeypatch.setattr(cgroups, "detect", lambda: backend)
+    monkeypatch.setattr(v2, "_makedirs", _cgroupfs_makedirs)
+    check = probe._cgroups()
+    assert (check.ok, check.detail) == (False, "controllers missing: cpu, pids")
+    assert check.fix == (
+        "enable them for the children of the cgroup2 root: "
+        f"echo '+cpu +memory +pids' > {root}/cgroup.subtree_control"
+    )
+    assert (root / PREFIX / cgroups.owner_token() / "cgroup.subtree_control").read_text() == (
+        "+memory"
+    )

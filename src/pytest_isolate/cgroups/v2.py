@@ -232,14 +232,26 @@ class CgroupV2:
 
     def _enable(self, path: str) -> None:
         """Pass our controllers on to the children of ``path``, a group we created."""
-        wanted = self.controllers - _enabled(path)
-        if wanted:
-            _write(f"{path}/cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+        wanted = " ".join(f"+{c}" for c in sorted(self.controllers - _enabled(path)))
+        if not wanted:
+            return
+        control = f"{path}/cgroup.subtree_control"
+        try:
+            _write(control, wanted)
+        except CgroupError as exc:
+            if exc.errno == errno.ENOENT and os.path.exists(control):
+                raise CgroupError(
+                    exc.errno, f"cannot write {wanted!r} to {control}: the parent group does "
+                    "not enable these controllers for its children",
+                ) from None  # fmt: skip
+            raise
 
     def _prepare_session(self) -> None:
+        """Create (or find) our two upper levels and enable the controllers on them."""
         top = os.path.join(self.mount, PREFIX)
         session = os.path.join(top, self._token)
         for _ in range(3):
+            path = top
             try:
                 for path in (top, session):
                     try:
@@ -249,14 +261,14 @@ class CgroupV2:
                             exc.errno, f"cannot create {path}: {exc.strerror}"
                         ) from None
                     self._enable(path)
-                break
+                self._session_ready = True
+                return
             except CgroupError as exc:
-                # A concurrent run may remove the shared top directory between our steps.
-                if exc.errno != errno.ENOENT or os.path.isdir(session):
+                # A concurrent run may remove the shared top directory between our steps:
+                # then start again. Any other failure is real.
+                if exc.errno != errno.ENOENT or os.path.isdir(path):
                     raise
-        else:
-            raise CgroupError(errno.ENOENT, f"cannot create {session}: {top} keeps disappearing")
-        self._session_ready = True
+        raise CgroupError(errno.ENOENT, f"cannot create {session}: {top} keeps disappearing")
 
     def create(self, name: str | None = None) -> GroupV2:
         if name is None:
