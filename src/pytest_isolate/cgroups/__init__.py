@@ -231,8 +231,8 @@ def attach(name: str, dirs: Mapping[str, str]) -> Group:
     """The group a backend created (``Group.name`` and ``Group.dirs()``), in another
     process: the builder sends both to pytest, which reads usage, kills and removes."""
     from .v1 import GroupV1
-    from .v2 import GroupV2
+    from .v2 import UNIFIED, GroupV2
 
-    if "cgroup2" in dirs:
+    if UNIFIED in dirs:
         return GroupV2.from_dirs(name, dirs)
     return GroupV1(name, dirs)
