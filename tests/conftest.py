@@ -17,10 +17,46 @@ HAS_CGROUP_V1 = IS_LINUX and all(
     for c in ("cpu", "cpuacct", "memory", "pids")
 )
 
+
+def _has_cgroup_v2() -> bool:
+    """Root on a host where cgroup v2 is the backend, with cpu, memory and pids enabled."""
+    if not IS_ROOT:
+        return False
+    from pytest_isolate.cgroups import detect
+
+    backend = detect()
+    return (
+        backend is not None
+        and backend.version == 2
+        and backend.controllers >= {"cpu", "memory", "pids"}
+    )
+
+
+HAS_CGROUP_V2 = _has_cgroup_v2()
+
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root on Linux (namespaces, mounts)")
 needs_cgroup_v1 = pytest.mark.skipif(
     not (IS_ROOT and HAS_CGROUP_V1), reason="needs writable cgroup v1 cpu/cpuacct/memory/pids"
 )
+
+needs_cgroup_v2 = pytest.mark.cgroup_v2
+"""Needs a cgroup v2 host (``.ci/v2-guest`` boots one): ``-m cgroup_v2`` selects these
+tests, and elsewhere they skip."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cgroup_v2: needs root and cgroup v2 with cpu, memory and pids (skips elsewhere)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if HAS_CGROUP_V2:
+        return
+    skip = pytest.mark.skip(reason="needs root and cgroup v2 with cpu, memory and pids enabled")
+    for item in items:
+        if item.get_closest_marker("cgroup_v2") is not None:
+            item.add_marker(skip)
 
 
 class RunPytest(Protocol):

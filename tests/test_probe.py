@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import needs_cgroup_v1, needs_root
-from pytest_isolate import probe
+from conftest import needs_cgroup_v1, needs_cgroup_v2, needs_root
+from pytest_isolate import cgroups, probe
 from pytest_isolate.__main__ import main
+from pytest_isolate.cgroups import PREFIX, v2
+from pytest_isolate.cgroups.v2 import CgroupV2
 from pytest_isolate.probe import Capabilities, Check, format_report
 
 
@@ -28,7 +32,7 @@ def test_doctor_as_root_reports_everything_available() -> None:
 
 UNPRIVILEGED_DOCTOR = """
 import ctypes, sys
-import pytest_isolate.__main__, pytest_isolate.cgroups.v1  # import before losing access
+import pytest_isolate.__main__, pytest_isolate.cgroups.v1, pytest_isolate.cgroups.v2  # import first
 libc = ctypes.CDLL(None, use_errno=True)
 assert libc.unshare(0x10000000) == 0  # a user namespace with no mapping: uid 65534, no caps
 sys.exit(pytest_isolate.__main__.main(["doctor"]))
@@ -44,7 +48,10 @@ def test_doctor_without_privileges_says_what_is_missing_and_how_to_fix_it() -> N
     assert result.returncode == 1, out + result.stderr
     assert "[FAIL] user namespace: " in out
     assert "[FAIL] overlay snapshot: " in out
-    assert "[FAIL] cgroup caps: no writable cgroup v1" in out
+    assert (
+        "[FAIL] cgroup caps: no writable cgroup hierarchy (v1 cpu/cpuacct/memory/pids or v2)"
+        in out
+    )
     assert out.count("fix: ") >= 2
     assert out.splitlines()[-1] == "some isolation is not available"
 
@@ -97,4 +104,44 @@ def test_doctor_names_a_missing_cgroup_root() -> None:
     assert result.returncode == 1
     assert "[FAIL] cgroup caps: no cgroup v1 hierarchy has /pytest-isolate/no-such-group" in (
         result.stdout
+    )
+
+
+@needs_cgroup_v2
+def test_doctor_on_cgroup_v2_reports_everything_available() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest_isolate", "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "[ok  ] cgroup caps: cgroup v2: cpu, memory, pids" in lines
+    assert lines[-1] == "all isolation available"
+
+
+def _cgroupfs_makedirs(path: str) -> None:
+    # Like cgroupfs, a new group directory comes with its cgroup.subtree_control.
+    os.makedirs(path, exist_ok=True)
+    Path(path, "cgroup.subtree_control").touch()
+
+
+def test_doctor_names_the_v2_fix_for_missing_controllers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.subtree_control").write_text("memory\n")
+    backend = CgroupV2(str(root), ["memory"])
+    monkeypatch.setattr(cgroups, "detect", lambda *args: backend)
+    monkeypatch.setattr(v2, "_makedirs", _cgroupfs_makedirs)
+    check = probe._cgroups(root=True)
+    assert (check.ok, check.detail) == (False, "controllers missing: cpu, pids")
+    assert check.fix == (
+        "enable them for the children of the cgroup2 root: "
+        f"echo '+cpu +memory +pids' > {root}/cgroup.subtree_control"
+    )
+    assert (root / PREFIX / cgroups.owner_token() / "cgroup.subtree_control").read_text() == (
+        "+memory"
     )

@@ -19,8 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cgroups import Group
-from .cgroups.v1 import GroupV1
+from .cgroups import Group, attach
 from .isolation import BuildPlan
 
 _BOOT = (
@@ -87,7 +86,7 @@ class SandboxPool:
     def _handle(self, message: dict[str, Any], fds: list[int]) -> None:
         op = message["op"]
         if op == "ready":
-            group = GroupV1(message["group"], message["cgroup"]) if message["cgroup"] else None
+            group = attach(message["group"], message["cgroup"]) if message["cgroup"] else None
             problems = message["problems"]
             lease = Lease(message["id"], message["pid"], fds[0], group, problems, fds[1:])
             self._ready.append(lease)

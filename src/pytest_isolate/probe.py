@@ -217,14 +217,24 @@ def _cgroups(root: bool, cgroup_root: str = "") -> Check:
         return Check(CGROUPS, False, str(exc), "create that cgroup and chown it to this user")
     if backend is None or not backend.controllers:
         fix = (
-            "run as root on a host with cgroup v1 (cgroup v2 support is planned)"
+            "run as root on a host with cgroup v1 (cpu, cpuacct, memory, pids) or v2"
             if root
             else "as root, create a cgroup in each v1 hierarchy, chown it to this user and "
             "name it with --isolate-cgroup-root (see the README's rootless setup)"
         )
-        return Check(CGROUPS, False, "no writable cgroup v1 cpu/cpuacct/memory/pids hierarchy",
+        return Check(CGROUPS, False,
+                     "no writable cgroup hierarchy (v1 cpu/cpuacct/memory/pids or v2)",
                      fix)  # fmt: skip
-    missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
+    if backend.version == 2:
+        mount = backend.hierarchies()[0]
+        missing = {"cpu", "memory", "pids"} - backend.controllers
+        fix = (
+            f"enable them for the children of the cgroup2 root: "
+            f"echo '+cpu +memory +pids' > {mount}/cgroup.subtree_control"
+        )
+    else:
+        missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
+        fix = "mount the missing cgroup v1 controllers"
     try:
         group = backend.create(f"probe-{os.getpid()}")
         group.remove()
@@ -235,7 +245,7 @@ def _cgroups(root: bool, cgroup_root: str = "") -> Check:
         return Check(CGROUPS, False, str(exc), "run pytest as root")
     if missing:
         return Check(CGROUPS, False, f"controllers missing: {', '.join(sorted(missing))}",
-                     "mount the missing cgroup v1 controllers")  # fmt: skip
+                     fix)  # fmt: skip
     version = getattr(backend, "version", "?")
     return Check(CGROUPS, True, f"cgroup v{version}: {', '.join(sorted(backend.controllers))}")
 

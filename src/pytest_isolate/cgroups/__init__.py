@@ -1,13 +1,15 @@
 """cgroup caps and accounting: the data types, detection, and the backend interface.
 
-One backend per cgroup version (``v1.py`` here; ``v2.py`` alongside). A backend
-creates one group per sandbox under a directory named ``PREFIX`` at the top of
-each hierarchy, so that a later run can find and sweep what a killed run left.
+One backend per cgroup version (``v1.py``, ``v2.py``); ``detect`` picks the one
+the host's controllers are mounted for. A backend creates one group per sandbox
+under a directory named ``PREFIX`` at the top of each hierarchy, so that a later
+run can find and sweep what a killed run left.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -22,6 +24,9 @@ __all__ = [
     "parse_mountinfo",
     "owner_token",
     "token_is_stale",
+    "stale_owner_dirs",
+    "detect",
+    "attach",
 ]
 
 PREFIX: Final = "pytest-isolate"
@@ -62,12 +67,13 @@ class Usage:
 
 
 class Group(Protocol):
-    """One sandbox's cgroup(s) (one directory per v1 hierarchy)."""
+    """One sandbox's cgroup(s) (one directory per v1 hierarchy; one directory on v2)."""
 
     name: str
 
     def dirs(self) -> dict[str, str]:
-        """Controller -> this group's directory in that controller's hierarchy."""
+        """Controller -> this group's directory in that controller's hierarchy (v2: also
+        the key ``cgroup2``, present even when no controller is enabled)."""
 
     def pids(self) -> set[int]:
         """Processes in the group."""
@@ -98,6 +104,9 @@ class CgroupBackend(Protocol):
     controllers: frozenset[str]
 
     def create(self, name: str) -> Group: ...
+
+    def hierarchies(self) -> list[str]:
+        """The mount points the groups are created under."""
 
     def sweep(self) -> list[str]:
         """Kill and remove groups left by runs whose process is gone; return their paths."""
@@ -184,15 +193,52 @@ def token_is_stale(name: str, proc: str = "/proc") -> bool:
     return _start_time(int(parts[0]), proc) != parts[1]
 
 
+def stale_owner_dirs(top: str, token: str, proc: str = "/proc") -> list[str]:
+    """The ``<top>/<PID>.<STARTTIME>`` directories of runs whose process is gone.
+
+    ``token`` (the current run) and names that are not owner tokens are never returned.
+    """
+    try:
+        owners = os.listdir(top)
+    except FileNotFoundError:
+        return []
+    found = []
+    for owner in owners:
+        if owner == token or not token_is_stale(owner + ".0", proc):
+            continue
+        path = os.path.join(top, owner)
+        if os.path.isdir(path):
+            found.append(path)
+    return found
+
+
 def detect(entries: list[MountEntry] | None = None) -> CgroupBackend | None:
     """The backend for this host (``entries``: its parsed mountinfo, read if not given),
-    or None when no usable hierarchy is mounted."""
+    or None when no usable hierarchy is mounted.
+
+    cgroup v2 is chosen on a pure v2 host (no v1 hierarchy holds a controller we use), or
+    when cpu, memory and pids are all enabled on the cgroup2 mount; v1 otherwise.
+    """
     from .v1 import CgroupV1
+    from .v2 import CONTROLLERS as V2_CONTROLLERS
+    from .v2 import CgroupV2
 
     if entries is None:
         with open("/proc/self/mountinfo") as f:
             entries = parse_mountinfo(f.read())
+    v2 = CgroupV2.from_mounts(entries)
     v1 = CgroupV1.from_mounts(entries)
-    if v1 is not None:
-        return v1
-    return None
+    if v2 is not None and (v1 is None or v2.controllers >= frozenset(V2_CONTROLLERS)):
+        return v2
+    return v1
+
+
+def attach(name: str, dirs: Mapping[str, str]) -> Group:
+    """The group a backend created (``Group.name`` and ``Group.dirs()``), in another
+    process: the builder sends both to pytest, which reads usage, kills and removes."""
+    from .v1 import GroupV1
+    from .v2 import UNIFIED, GroupV2
+
+    if UNIFIED in dirs:
+        return GroupV2.from_dirs(name, dirs)
+    return GroupV1(name, dirs)

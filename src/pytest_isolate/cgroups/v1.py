@@ -23,50 +23,11 @@ import signal
 import time
 from collections.abc import Iterable, Mapping
 
-from . import PREFIX, CgroupError, Limits, MountEntry, Usage, owner_token, token_is_stale
+from . import PREFIX, CgroupError, Limits, MountEntry, Usage, owner_token, stale_owner_dirs
+from ._files import _keyed, _makedirs, _read, _write
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 CFS_PERIOD_US = 100_000
-
-
-def _read(path: str) -> str:
-    # os-level calls: a third of the cost of open() with its text layer, per test.
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.read(fd, 1 << 16).decode()
-    finally:
-        os.close(fd)
-
-
-def _write(path: str, value: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise CgroupError(exc.errno, f"cannot write {value!r} to {path}: {exc.strerror}") from None
-
-
-def _keyed(text: str) -> dict[str, int]:
-    out = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().lstrip("-").isdigit():
-            out[key] = int(value)
-    return out
-
-
-def _makedirs(path: str) -> None:
-    # A concurrent session may remove the shared top directory between our checks.
-    for _ in range(3):
-        try:
-            os.makedirs(path, exist_ok=True)
-            return
-        except FileNotFoundError:
-            continue
-    os.makedirs(path, exist_ok=True)
 
 
 class GroupV1:
@@ -243,15 +204,8 @@ class CgroupV1:
         """Remove the groups of runs that are gone (their owner process is dead)."""
         swept = []
         for mount in self.hierarchies():
-            top = os.path.join(mount, PREFIX)
-            try:
-                owners = os.listdir(top)
-            except FileNotFoundError:
-                continue
-            for owner in owners:
-                if owner == self._token or not token_is_stale(owner + ".0", self._proc):
-                    continue
-                swept += _remove_owner_dir(os.path.join(top, owner))
+            for owner_dir in stale_owner_dirs(os.path.join(mount, PREFIX), self._token, self._proc):
+                swept += _remove_owner_dir(owner_dir)
         return swept
 
 

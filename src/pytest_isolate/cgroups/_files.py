@@ -1,0 +1,47 @@
+"""Reading and writing cgroupfs files, shared by the v1 and v2 backends."""
+
+from __future__ import annotations
+
+import os
+
+from . import CgroupError
+
+
+def _read(path: str) -> str:
+    # os-level calls: a third of the cost of open() with its text layer, per test.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 1 << 16).decode()
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CgroupError(exc.errno, f"cannot write {value!r} to {path}: {exc.strerror}") from None
+
+
+def _keyed(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            out[key] = int(value)
+    return out
+
+
+def _makedirs(path: str) -> None:
+    # A concurrent session may remove the shared top directory between our checks.
+    for _ in range(3):
+        try:
+            os.makedirs(path, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    os.makedirs(path, exist_ok=True)
