@@ -200,7 +200,7 @@ def test_read_only_cgroups_give_no_caps(pytester: pytest.Pytester, marker: Path)
         "isolation: pid net mnt uts ipc user namespaces, overlay snapshot, no cgroup caps"
     )
     (warning,) = _warnings(result)
-    assert "isolated tests run without cgroup caps (no writable cgroup v1" in warning
+    assert "isolated tests run without cgroup caps (no writable cgroup hierarchy" in warning
     props = _properties(pytester.path / "out.xml", "test_isolated")
     assert props["isolate_missing"] == "cgroup caps"
     assert "isolate_peak_mem_bytes" not in props

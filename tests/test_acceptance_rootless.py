@@ -174,7 +174,7 @@ def test_rootless_without_a_delegated_cgroup(workspace: Workspace) -> None:
     out = result.stdout
     assert _header(out).endswith("overlay snapshot per top-level directory, no cgroup caps")
     (warning,) = [w for w in _warnings(out) if "isolated tests run" in w]
-    assert "isolated tests run without cgroup caps (no writable cgroup v1" in warning
+    assert "isolated tests run without cgroup caps (no writable cgroup hierarchy" in warning
     assert "delegate a cgroup to this user and name it with --isolate-cgroup-root" in warning
     assert _missing(workspace, "test_isolated") == "cgroup caps"
     assert "PASSED test_probe.py::test_isolated" in out
