@@ -18,8 +18,9 @@ from typing import NoReturn
 
 import pytest
 
-from . import _compat, _ffi, wire
+from . import _compat, _ffi, integrations, wire
 from .sandbox.namespaces import SANDBOX_NAMESPACES, set_hostname
+from .spec import IsolationSpec
 
 # Sent by the parent at the deadline: every thread's Python stack goes to the dump file.
 DUMP_SIGNAL = signal.SIGRTMIN + 10
@@ -42,6 +43,14 @@ class ChildContext:
     hostname: str
     cwd: str
     close_fds: tuple[int, ...]
+    namespaces: int = SANDBOX_NAMESPACES
+    """The sandbox's namespaces this test joins (all but net with ``net="host"``)."""
+
+
+def namespaces_for(spec: IsolationSpec) -> int:
+    if spec.net == "host":
+        return SANDBOX_NAMESPACES & ~_ffi.CLONE_NEWNET
+    return SANDBOX_NAMESPACES
 
 
 class Channel:
@@ -83,7 +92,7 @@ def enter_sandbox(ctx: ChildContext) -> None:
     for fd in ctx.join_fds:
         os.write(fd, b"0")
         os.close(fd)
-    _setns_all(ctx, SANDBOX_NAMESPACES)
+    _setns_all(ctx, ctx.namespaces)
     set_hostname(ctx.hostname)
     _setns_all(ctx, _ffi.CLONE_NEWUSER)
     # Changing credentials cleared both; the test is an ordinary process again.
@@ -107,8 +116,10 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         faulthandler.register(DUMP_SIGNAL, file=ctx.dump_fd, all_threads=True, chain=False)
         global _current
         _current = channel
+        integrations.child_starting(item)
         with _compat.warnings_captured(item):
             _compat.run_protocol(item, nextitem)
+        integrations.child_finished(item)
         _flush()  # before DONE: pytest stops listening then, and prints what follows
         channel.send(wire.Kind.DONE, {})
     except pytest.exit.Exception as exc:

@@ -13,6 +13,7 @@ import os
 import select
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 from . import _compat, _ffi, child, wire
 from .cgroups import Limits, Usage
+from .forking import fork_quietly
 from .pool import Lease, PoolError, SandboxPool
 from .reporting import Record, describe_exit, format_seconds, oom_text, pids_text
 from .sandbox.namespaces import kill_sandbox
@@ -62,8 +64,8 @@ class Session:
         self.pool.settle(keep)
 
     @classmethod
-    def start(cls) -> Session:
-        pool = SandboxPool()
+    def start(cls, shares: Sequence[str] = ()) -> Session:
+        pool = SandboxPool(shares)
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         dump = os.memfd_create("pytest-isolate-stacks", os.MFD_CLOEXEC)
         return cls(pool, own, dump)
@@ -105,7 +107,7 @@ def _fork_into(lease: Lease, session: Session) -> int:
     gc.freeze()
     pid = -1
     try:
-        pid = os.fork()
+        pid = fork_quietly()
     finally:
         if pid != 0:
             gc.unfreeze()
@@ -383,6 +385,7 @@ def run_isolated(
         init_pidfd=lease.pidfd,
         join_fds=tuple(lease.join_fds),
         hostname=spec.hostname,
+        namespaces=child.namespaces_for(spec),
         cwd=os.getcwd(),
         close_fds=(rfd, session.own_pidns, *session.pool.fds),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Generator
@@ -10,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from . import wire
+from . import coverage_support, integrations, lifecycle, wire
 from ._compat import teardown_to
 from .child import current_channel
-from .controller import Session, error_reports, run_isolated
+from .controller import Session, error_reports
 from .reporting import Stats
 from .spec import (
     SPEC_KEYS,
@@ -23,9 +24,10 @@ from .spec import (
     check_contradictions,
     decide,
     parse_bool,
+    parse_shares,
     resolve_defaults,
 )
-from .warning_wire import rebuild_warning, serialize_warning
+from .warning_wire import serialize_warning
 
 MARKER = "isolated"
 
@@ -46,7 +48,12 @@ _HELP = {
     "pids": "cap on processes+threads",
     "timeout": "seconds before the sandbox is killed",
     "hostname": "hostname inside the sandbox",
+    "net": "network: 'private' (only lo) or 'host' (the host's)",
 }
+_DEBUGGER = (
+    "pytest-isolate: {option} cannot stop in an isolated test (it runs in a forked "
+    "process in a sandbox); add --no-isolate to debug it in pytest's own process."
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,6 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(f"--isolate-{key}", dest=f"isolate_{key}", metavar="VALUE", default=None,
                         help=f"default {_HELP[key]} ('none' for no cap)")  # fmt: skip
         parser.addini(f"isolate_{key}", f"default {_HELP[key]}".replace("%%", "%"), default="")
+    group.addoption("--isolate-share", dest="isolate_share", action="append", default=[],
+                    metavar="PATH", help="a host path every sandbox may write to (the writes "
+                    "stay on the host); repeat for more")  # fmt: skip
+    parser.addini("isolate_share", "host paths every sandbox may write to", type="paths",
+                  default=[])  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,7 +84,15 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = _settings(config)
     except SpecError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if settings.isolate_all and not settings.disabled:
+        _refuse_debugger(config)
     config.stash[STATE_KEY] = State(settings, Stats())
+
+
+def _refuse_debugger(config: pytest.Config) -> None:
+    for option, name in (("usepdb", "--pdb"), ("trace", "--trace")):
+        if config.getoption(option, False):
+            raise pytest.UsageError(_DEBUGGER.format(option=name))
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -85,7 +105,21 @@ def _settings(config: pytest.Config) -> Settings:
         isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
     # Off Linux there are no sandboxes: everything runs in-process (with one warning).
     disabled = config.getoption("no_isolate") or sys.platform != "linux"
-    return Settings(isolate_all=bool(isolate_all), disabled=disabled, defaults=defaults)
+    shares = parse_shares(
+        config.getoption("isolate_share") or [],
+        "command line option --isolate-share",
+        str(config.invocation_params.dir),
+        os.path.exists,
+    )
+    shares += parse_shares(
+        [str(p) for p in config.getini("isolate_share")],
+        "ini option isolate_share",
+        str(config.rootpath),
+        os.path.exists,
+    )
+    return Settings(
+        isolate_all=bool(isolate_all), disabled=disabled, defaults=defaults, shares=shares
+    )
 
 
 def _decision(item: pytest.Item) -> IsolationSpec | str | None:
@@ -125,8 +159,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 stacklevel=1,
             )
         return
-    if state.session is None and any(_decision(item) is not None for item in session.items):
-        state.session = Session.start()
+    isolated = [item for item in session.items if isinstance(_decision(item), IsolationSpec)]
+    if isolated:
+        _refuse_debugger(session.config)
+    if state.session is None and isolated:
+        shares = integrations.session_shares(session.config, isolated, state.settings.shares)
+        state.session = Session.start(shares)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -144,27 +182,15 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     exit_request = None
     if isinstance(decision, str):
         reports = error_reports(item, decision)
+        for report in reports:
+            ihook.pytest_runtest_logreport(report=report)
+        teardown_to(item, nextitem)
     else:
         if state.session is None:
-            state.session = Session.start()
-        outcome = run_isolated(item, nextitem, decision, state.session)
-        reports = outcome.reports
-        for data in outcome.warnings:
-            ihook.pytest_warning_recorded.call_historic(
-                kwargs=dict(
-                    warning_message=rebuild_warning(data),
-                    nodeid=item.nodeid,
-                    when="runtest",
-                    location=None,
-                )
-            )
-        if outcome.record is not None:
-            state.stats.add(outcome.record)
-        exit_request = outcome.exit
-    for report in reports:
-        ihook.pytest_runtest_logreport(report=report)
+            shares = integrations.session_shares(item.config, [item], state.settings.shares)
+            state.session = Session.start(shares)
+        exit_request = lifecycle.protocol(item, nextitem, decision, state.session, state.stats)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    teardown_to(item, nextitem)
     if exit_request is not None:
         pytest.exit(exit_request["msg"], exit_request["returncode"])
     return True
@@ -199,6 +225,7 @@ def pytest_runtest_makereport(
     report = yield
     channel = current_channel()
     if channel is not None:
+        integrations.annotate_report(item, report)
         data = item.config.hook.pytest_report_to_serializable(config=item.config, report=report)
         channel.send(wire.Kind.REPORT, data)
     return report
@@ -213,6 +240,22 @@ def pytest_warning_recorded(
     channel = current_channel()
     if channel is not None:
         channel.send(wire.Kind.WARNING, serialize_warning(warning_message))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    # pytest-timeout's timer belongs in the test process, around the test (ours is outside).
+    if current_channel() is None and isinstance(_decision(item), IsolationSpec):
+        return integrations.defer_timeout(item, settings)
+    return None
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:  # before pytest-cov (an outer wrapper) combines its data
+        coverage_support.collect(session.config)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -238,3 +281,4 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.session is not None:
         state.session.close()
         state.session = None
+    coverage_support.cleanup(config)

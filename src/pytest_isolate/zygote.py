@@ -41,6 +41,7 @@ from .sandbox.filesystem import (
     mount_proc,
     plan_mounts,
     root_of,
+    share_steps,
 )
 from .sandbox.namespaces import (
     SANDBOX_NAMESPACES,
@@ -74,12 +75,13 @@ class Sandbox:
 
 
 class Zygote:
-    def __init__(self, sock: socket.socket, scratch: str) -> None:
+    def __init__(self, sock: socket.socket, scratch: str, shares: list[str] | None = None) -> None:
         self.sock = sock
         self.scratch = scratch
         with open("/proc/self/mountinfo") as f:
             mounts = parse_mountinfo(f.read())
         self.steps: list[MountStep] = plan_mounts(mounts, skip=[scratch])
+        self.steps += share_steps(shares or [])  # read-write host paths, over the snapshot
         self.backend: CgroupBackend | None = detect(mounts)
         self.next_id = 0
         self.active: dict[int, Sandbox] = {}
@@ -339,7 +341,7 @@ def main() -> None:
     sweep_scratch(base)
     scratch = os.path.join(base, f"{SCRATCH_PREFIX}{owner_token()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
-    zygote = Zygote(sock, scratch)
+    zygote = Zygote(sock, scratch, config.get("shares"))
     if zygote.backend is not None:
         zygote.backend.sweep()
     try:
