@@ -15,7 +15,9 @@ from pytest_isolate.spec import (
     MAX_MEM,
     MEM_FORM,
     MIN_MEM,
+    NET_FORM,
     PIDS_FORM,
+    SHARE_FORM,
     SPEC_KEYS,
     TIMEOUT_FORM,
     IsolationSpec,
@@ -28,7 +30,9 @@ from pytest_isolate.spec import (
     parse_cpu,
     parse_hostname,
     parse_mem,
+    parse_net,
     parse_pids,
+    parse_shares,
     parse_timeout,
     resolve_defaults,
     spec_from_marker,
@@ -48,9 +52,9 @@ def _raises(exc: pytest.ExceptionInfo[SpecError]) -> str:
 
 def test_builtin_defaults() -> None:
     assert BUILTIN_DEFAULTS == IsolationSpec(
-        cpu=None, mem=None, pids=4096, timeout=None, hostname="isolated"
+        cpu=None, mem=None, pids=4096, timeout=None, hostname="isolated", net="private"
     )
-    assert SPEC_KEYS == ("cpu", "mem", "pids", "timeout", "hostname")
+    assert SPEC_KEYS == ("cpu", "mem", "pids", "timeout", "hostname", "net")
 
 
 def test_spec_is_frozen() -> None:
@@ -541,7 +545,7 @@ def test_merge_rejects_unknown_argument() -> None:
     with pytest.raises(SpecError) as exc:
         merge_marker_kwargs([((), {"memory": "1G", "cpu": 1})], SRC)
     assert str(exc.value) == (
-        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname"
+        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname, net"
     )
 
 
@@ -549,7 +553,7 @@ def test_merge_rejects_unknown_arguments_sorted() -> None:
     with pytest.raises(SpecError) as exc:
         merge_marker_kwargs([((), {}), ((), {"memory": 1, "cpus": 2})], SRC)
     assert str(exc.value) == (
-        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname"
+        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname, net"
     )
 
 
@@ -700,3 +704,58 @@ def test_decide_bad_marker_is_a_message_naming_the_test() -> None:
         "@pytest.mark.isolated on t.py::test_x: invalid pids=-1 (must be at least 1); "
         "expected an int >= 1 (processes and threads), or None for no cap"
     )
+
+
+# -- net ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("value", "expected"), [("private", "private"), ("host", "host"),
+                                                 (" HOST ", "host")])  # fmt: skip
+def test_parse_net_accepts(value: str, expected: str) -> None:
+    assert parse_net(value, SRC) == expected
+
+
+@pytest.mark.parametrize("value", ["none", "", "hosts", 1, None, True])
+def test_parse_net_rejects_with_the_accepted_form(value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_net(value, "command line option --isolate-net")
+    assert str(exc.value) == (
+        f"command line option --isolate-net: invalid net={value!r}; expected {NET_FORM}"
+    )
+
+
+def test_net_marker_and_defaults() -> None:
+    settings = Settings(isolate_all=True, disabled=False, defaults=BUILTIN_DEFAULTS)
+    assert decide([((), {"net": "host"})], settings, "t.py::t") == IsolationSpec(net="host")
+    assert resolve_defaults({"net": "host"}, {}) == IsolationSpec(net="host")
+    assert resolve_defaults({}, {"net": "host"}).net == "host"
+    assert "invalid net='wide'" in str(decide([((), {"net": "wide"})], settings, "t.py::t"))
+
+
+# -- shares -------------------------------------------------------------------------------
+def test_parse_shares_resolves_relative_paths_and_dedups() -> None:
+    exists = {"/base/results", "/abs/dir"}.__contains__
+    shares = parse_shares(["results", "/abs/dir/", "./results", "/abs/x/../dir"], "src", "/base",
+                          exists)  # fmt: skip
+    assert shares == ("/base/results", "/abs/dir")
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("", "empty path"),
+        ("/", "/ cannot be shared"),
+        ("/proc/self", "/proc/self cannot be shared"),
+        ("/dev", "/dev cannot be shared"),
+        ("missing", "/base/missing does not exist"),
+    ],
+)
+def test_parse_shares_rejects(value: str, why: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_shares([value], "ini option isolate_share", "/base", lambda path: True
+                     if "missing" not in path else False)  # fmt: skip
+    assert str(exc.value) == (
+        f"ini option isolate_share: invalid share={value!r} ({why}); expected {SHARE_FORM}"
+    )
+
+
+def test_parse_shares_keeps_lookalikes_of_fresh_trees() -> None:
+    assert parse_shares(["/devices"], "src", "/", lambda path: True) == ("/devices",)
