@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -429,6 +430,31 @@ def test_a_session_server_is_reachable_only_with_net_host(
     result = run("--isolate-all", "-W", "error")
     assert _outcomes(result) == {"passed": 3}, result.stdout.str()
     assert "warning" not in result.stdout.str().lower()
+
+
+THREAD_SUITE = """
+import threading, pytest
+
+@pytest.fixture(scope="session")
+def worker():
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+
+@pytest.mark.parametrize("i", range(3))
+def test_with_a_thread_in_pytest(worker, i):
+    assert threading.active_count() == 1
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the warning is new in Python 3.12")
+def test_no_multi_threaded_fork_warning(pytester: pytest.Pytester, run: RunPytest) -> None:
+    pytester.makepyfile(test_threads=THREAD_SUITE)
+    result = run("--isolate-all")
+    assert result.parseoutcomes() == {"passed": 3}, result.stdout.str()
+    assert "multi-threaded" not in result.stdout.str()
 
 
 def test_isolate_net_host_on_the_command_line(pytester: pytest.Pytester, run: RunPytest) -> None:
