@@ -106,7 +106,9 @@ def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run:
 
 def _start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", *args],
+        # (pytest-randomly, a test extra, would reorder the tests)
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-s"]
+        + list(args),
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
