@@ -54,3 +54,9 @@ def test_no_coverage_no_work() -> None:
     config = cast(pytest.Config, SimpleNamespace(stash=pytest.Stash()))
     assert coverage_support.collect(config) == 0
     coverage_support.cleanup(config)
+
+
+def test_rerun_pause_backs_off() -> None:
+    reruns = integrations.Reruns(count=3, delay=0.5, backoff=2.0)
+    assert [reruns.pause(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert integrations.Reruns(count=1, delay=1.0).pause(3) == 1.0

@@ -126,6 +126,11 @@ def arm_deferred_timeout(item: pytest.Item) -> None:
 class Reruns:
     count: int
     delay: float
+    backoff: float = 1.0
+
+    def pause(self, attempt: int) -> float:
+        """Seconds to wait before rerun number ``attempt`` (1, 2, ...)."""
+        return self.delay * self.backoff ** (attempt - 1)
 
 
 def reruns_for(item: pytest.Item) -> Reruns | None:
@@ -140,7 +145,9 @@ def reruns_for(item: pytest.Item) -> Reruns | None:
     if not count:
         return None
     delay = plugin.get_reruns_delay(item) if hasattr(plugin, "get_reruns_delay") else 0
-    return Reruns(int(count), float(delay or 0))
+    factor = getattr(plugin, "get_reruns_delay_backoff_factor", None)
+    backoff = factor(item) if factor is not None else 1.0
+    return Reruns(int(count), float(delay or 0), float(backoff))
 
 
 def wants_rerun(reports: list[pytest.TestReport]) -> bool:

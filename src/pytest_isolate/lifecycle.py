@@ -132,5 +132,5 @@ def protocol(
             return outcome.exit
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
         attempt += 1
-        time.sleep(reruns.delay)
+        time.sleep(reruns.pause(attempt))
         _compat.forget_failed_setup(item)
