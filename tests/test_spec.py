@@ -588,7 +588,7 @@ def test_spec_from_marker_error_names_marker() -> None:
 # -- every marker argument with every wrong type and value -------------------------------------
 
 FORMS = {"cpu": CPU_FORM, "mem": MEM_FORM, "pids": PIDS_FORM, "timeout": TIMEOUT_FORM,
-         "hostname": HOSTNAME_FORM}  # fmt: skip
+         "hostname": HOSTNAME_FORM, "net": NET_FORM}  # fmt: skip
 WRONG_TYPES: list[object] = [[1], {"a": 1}, (1,), {1}, b"1", object(), 1j, True, False]
 WRONG_VALUES: dict[str, list[object]] = {
     "cpu": [0, -1, 0.0, float("nan"), float("inf"), "", "fast", "1e999", 1e999, -0.5],
@@ -597,6 +597,7 @@ WRONG_VALUES: dict[str, list[object]] = {
     "pids": [0, -1, 1.5, "", "many", "1.5", float("inf"), 2**80],
     "timeout": [0, -1, "", "soon", float("nan"), float("inf"), "-3"],
     "hostname": ["", "no spaces", "a" * 65, "-lead", "trail-", "dot..dot", "nul\x00", 5],
+    "net": ["", "none", "hosts", "private\x00", "lo", 0],
 }  # fmt: skip
 BAD_ARGUMENTS = [(key, value) for key in SPEC_KEYS for value in WRONG_TYPES] + [
     (key, value) for key, values in WRONG_VALUES.items() for value in values

@@ -77,8 +77,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "isolated(cpu=None, mem=None, pids=4096, timeout=None, hostname='isolated'): run this "
-        "test in a throwaway Linux sandbox (namespaces, overlay snapshot, cgroup caps)",
+        "isolated(cpu=None, mem=None, pids=4096, timeout=None, hostname='isolated', "
+        "net='private'): run this test in a throwaway Linux sandbox (namespaces, overlay "
+        "snapshot, cgroup caps)",
     )
     try:
         settings = _settings(config)
