@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -139,8 +140,10 @@ def test_coverage_is_the_same_as_a_plain_run(
     pytester: pytest.Pytester, run: RunPytest, xdist: tuple[str, ...]
 ) -> None:
     pytester.makepyfile(mylib=COV_LIB, test_cov=COV_TESTS)
+    before = set(Path(tempfile.gettempdir()).glob("pytest-isolate-cov-*"))
     plain = _covered(pytester, run, *xdist)
     isolated = _covered(pytester, run, "--isolate-all", *xdist)
+    assert set(Path(tempfile.gettempdir()).glob("pytest-isolate-cov-*")) <= before
     assert isolated == plain
     assert plain["missing"] == [6, 14]  # "zero" and unused(): the rest ran in sandboxes
 

@@ -257,6 +257,7 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
         return (yield)
     finally:  # before pytest-cov (an outer wrapper) combines its data
         coverage_support.collect(session.config)
+        coverage_support.cleanup(session.config)  # xdist workers never reach unconfigure
 
 
 @pytest.hookimpl(tryfirst=True)
