@@ -65,10 +65,15 @@ class RunPytest(Protocol):
 
 @pytest.fixture
 def run(pytester: pytest.Pytester) -> RunPytest:
-    """Run pytest in a subprocess (never fork the outer pytest) with -p no:cacheprovider."""
+    """Run pytest in a subprocess (never fork the outer pytest) with -p no:cacheprovider.
+
+    pytest-randomly, a test extra, is disabled too (``-p randomly`` in ``args`` enables it).
+    """
 
     def _run(*args: str, timeout: float = 120) -> pytest.RunResult:
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+        return pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", "-p", "no:randomly", *args, timeout=timeout
+        )
 
     return _run
 

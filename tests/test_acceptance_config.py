@@ -105,7 +105,7 @@ BAD_MARKERS = [
     ("pids=-1", "invalid pids=-1 (must be at least 1); expected an int >= 1"),
     ("timeout=0", "invalid timeout=0 (must be greater than 0); expected seconds as a number > 0"),
     ("hostname='no spaces'", "invalid hostname='no spaces'; expected a hostname"),
-    ("memory='1G'", "unknown argument memory; accepted: cpu, mem, pids, timeout, hostname"),
+    ("memory='1G'", "unknown argument memory; accepted: cpu, mem, pids, timeout, hostname, net"),
     ("0.5", "positional arguments are not accepted (got 0.5); use keyword arguments"),
 ]
 

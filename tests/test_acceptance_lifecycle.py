@@ -104,9 +104,13 @@ def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run:
     assert not glob.glob("/tmp/leak-*")
 
 
+# pytest-randomly (a test extra) would reorder the tests.
+_PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-s")
+
+
 def _start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", *args],
+        [*_PYTEST, *args],
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

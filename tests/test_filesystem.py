@@ -15,6 +15,7 @@ from pytest_isolate.sandbox.filesystem import (
     MountStep,
     mount_flags,
     plan_mounts,
+    share_steps,
 )
 
 RO, NOSUID, NODEV, NOEXEC = _ffi.MS_RDONLY, _ffi.MS_NOSUID, _ffi.MS_NODEV, _ffi.MS_NOEXEC
@@ -222,3 +223,11 @@ def test_plan_real_host() -> None:
     assert not any(p == f or p.startswith(f + "/") for p in paths for f in FRESH)
     depths = [0 if p == "/" else p.count("/") for p in paths]
     assert depths == sorted(depths)
+
+
+def test_share_steps_are_read_write_binds() -> None:
+    assert share_steps(["/srv/results", "/tmp/cov"]) == [
+        MountStep("bind-rw", "/srv/results", 0),
+        MountStep("bind-rw", "/tmp/cov", 0),
+    ]
+    assert share_steps([]) == []

@@ -15,7 +15,9 @@ from pytest_isolate.spec import (
     MAX_MEM,
     MEM_FORM,
     MIN_MEM,
+    NET_FORM,
     PIDS_FORM,
+    SHARE_FORM,
     SPEC_KEYS,
     TIMEOUT_FORM,
     IsolationSpec,
@@ -29,7 +31,9 @@ from pytest_isolate.spec import (
     parse_cpu,
     parse_hostname,
     parse_mem,
+    parse_net,
     parse_pids,
+    parse_shares,
     parse_timeout,
     resolve_cgroup_root,
     resolve_defaults,
@@ -51,9 +55,9 @@ def _raises(exc: pytest.ExceptionInfo[SpecError]) -> str:
 
 def test_builtin_defaults() -> None:
     assert BUILTIN_DEFAULTS == IsolationSpec(
-        cpu=None, mem=None, pids=4096, timeout=None, hostname="isolated"
+        cpu=None, mem=None, pids=4096, timeout=None, hostname="isolated", net="private"
     )
-    assert SPEC_KEYS == ("cpu", "mem", "pids", "timeout", "hostname")
+    assert SPEC_KEYS == ("cpu", "mem", "pids", "timeout", "hostname", "net")
 
 
 def test_spec_is_frozen() -> None:
@@ -544,7 +548,7 @@ def test_merge_rejects_unknown_argument() -> None:
     with pytest.raises(SpecError) as exc:
         merge_marker_kwargs([((), {"memory": "1G", "cpu": 1})], SRC)
     assert str(exc.value) == (
-        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname"
+        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname, net"
     )
 
 
@@ -552,7 +556,7 @@ def test_merge_rejects_unknown_arguments_sorted() -> None:
     with pytest.raises(SpecError) as exc:
         merge_marker_kwargs([((), {}), ((), {"memory": 1, "cpus": 2})], SRC)
     assert str(exc.value) == (
-        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname"
+        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname, net"
     )
 
 
@@ -587,7 +591,7 @@ def test_spec_from_marker_error_names_marker() -> None:
 # -- every marker argument with every wrong type and value -------------------------------------
 
 FORMS = {"cpu": CPU_FORM, "mem": MEM_FORM, "pids": PIDS_FORM, "timeout": TIMEOUT_FORM,
-         "hostname": HOSTNAME_FORM}  # fmt: skip
+         "hostname": HOSTNAME_FORM, "net": NET_FORM}  # fmt: skip
 WRONG_TYPES: list[object] = [[1], {"a": 1}, (1,), {1}, b"1", object(), 1j, True, False]
 WRONG_VALUES: dict[str, list[object]] = {
     "cpu": [0, -1, 0.0, float("nan"), float("inf"), "", "fast", "1e999", 1e999, -0.5],
@@ -596,6 +600,7 @@ WRONG_VALUES: dict[str, list[object]] = {
     "pids": [0, -1, 1.5, "", "many", "1.5", float("inf"), 2**80],
     "timeout": [0, -1, "", "soon", float("nan"), float("inf"), "-3"],
     "hostname": ["", "no spaces", "a" * 65, "-lead", "trail-", "dot..dot", "nul\x00", 5],
+    "net": ["", "none", "hosts", "private\x00", "lo", 0],
 }  # fmt: skip
 BAD_ARGUMENTS = [(key, value) for key in SPEC_KEYS for value in WRONG_TYPES] + [
     (key, value) for key, values in WRONG_VALUES.items() for value in values
@@ -730,8 +735,13 @@ def test_strict_bad_ini_value_names_the_key() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", ""), (None, ""), ("/", ""), ("/pytest-isolate/alice/", "/pytest-isolate/alice"),
-     ("/a//b/./c", "/a/b/c")],
+    [
+        ("", ""),
+        (None, ""),
+        ("/", ""),
+        ("/pytest-isolate/alice/", "/pytest-isolate/alice"),
+        ("/a//b/./c", "/a/b/c"),
+    ],
 )
 def test_cgroup_root_is_normalized(value: str | None, expected: str) -> None:
     assert parse_cgroup_root(value, "here") == expected
@@ -748,3 +758,58 @@ def test_bad_cgroup_root_names_its_source(value: object) -> None:
 def test_cgroup_root_cli_wins_over_ini() -> None:
     assert resolve_cgroup_root("/from-cli", "/from-ini") == "/from-cli"
     assert resolve_cgroup_root(None, "/from-ini") == "/from-ini"
+
+
+# -- net ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("value", "expected"), [("private", "private"), ("host", "host"),
+                                                 (" HOST ", "host")])  # fmt: skip
+def test_parse_net_accepts(value: str, expected: str) -> None:
+    assert parse_net(value, SRC) == expected
+
+
+@pytest.mark.parametrize("value", ["none", "", "hosts", 1, None, True])
+def test_parse_net_rejects_with_the_accepted_form(value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_net(value, "command line option --isolate-net")
+    assert str(exc.value) == (
+        f"command line option --isolate-net: invalid net={value!r}; expected {NET_FORM}"
+    )
+
+
+def test_net_marker_and_defaults() -> None:
+    settings = Settings(isolate_all=True, disabled=False, defaults=BUILTIN_DEFAULTS)
+    assert decide([((), {"net": "host"})], settings, "t.py::t") == IsolationSpec(net="host")
+    assert resolve_defaults({"net": "host"}, {}) == IsolationSpec(net="host")
+    assert resolve_defaults({}, {"net": "host"}).net == "host"
+    assert "invalid net='wide'" in str(decide([((), {"net": "wide"})], settings, "t.py::t"))
+
+
+# -- shares -------------------------------------------------------------------------------
+def test_parse_shares_resolves_relative_paths_and_dedups() -> None:
+    exists = {"/base/results", "/abs/dir"}.__contains__
+    shares = parse_shares(["results", "/abs/dir/", "./results", "/abs/x/../dir"], "src", "/base",
+                          exists)  # fmt: skip
+    assert shares == ("/base/results", "/abs/dir")
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("", "empty path"),
+        ("/", "/ cannot be shared"),
+        ("/proc/self", "/proc/self cannot be shared"),
+        ("/dev", "/dev cannot be shared"),
+        ("missing", "/base/missing does not exist"),
+    ],
+)
+def test_parse_shares_rejects(value: str, why: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_shares([value], "ini option isolate_share", "/base", lambda path: True
+                     if "missing" not in path else False)  # fmt: skip
+    assert str(exc.value) == (
+        f"ini option isolate_share: invalid share={value!r} ({why}); expected {SHARE_FORM}"
+    )
+
+
+def test_parse_shares_keeps_lookalikes_of_fresh_trees() -> None:
+    assert parse_shares(["/devices"], "src", "/", lambda path: True) == ("/devices",)

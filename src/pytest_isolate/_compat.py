@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest.runner import runtestprotocol as _runtestprotocol
@@ -50,6 +51,127 @@ def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:
             report._id = item_id
     elif report.nodeid == item.nodeid:
         report.nodeid = item.nodeid
+
+
+def shared_fixture_names(item: pytest.Item) -> list[str]:
+    """The fixtures ``item`` requests statically whose scope is wider than the function."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    names = []
+    for name in getattr(item, "fixturenames", ()):
+        defs = info.name2fixturedefs.get(name)
+        if defs and defs[-1].scope != "function":
+            names.append(name)
+    return names
+
+
+def setup_shared(item: pytest.Item) -> None:
+    """Set up here what plain pytest would set up for ``item`` beyond the item itself:
+    the collector chain (session, package, module, class) and the wider-scoped fixtures
+    it requests. They are cached by pytest and torn down here by ``teardown_to``; the
+    test process inherits their values and sets up only the function-scoped ones."""
+    if item.parent is not None:
+        item.session._setupstate.setup(item.parent)  # type: ignore[arg-type]
+    request = getattr(item, "_request", None)
+    names = shared_fixture_names(item)
+    if not request or not names:
+        return
+    # The item is "active" while its fixtures are requested (pytest checks), but it is set
+    # up, and its function-scoped fixtures are run and finalized, in the test process.
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    stack[item] = ([], None)
+    try:
+        for name in names:
+            request.getfixturevalue(name)
+    finally:
+        del stack[item]
+
+
+def disown_parent_setup(item: pytest.Item) -> None:
+    """In the test process: drop the finalizers of what pytest's process set up.
+
+    Those are torn down once, by pytest's process; the test process tears down only
+    what it set up itself (the item's function-scoped fixtures, and anything wider it
+    requested dynamically)."""
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    for node, (_, exc) in list(stack.items()):
+        stack[node] = ([], exc)
+
+
+def release_request(item: pytest.Item) -> None:
+    """What pytest's runner does after the protocol: drop the item's fixture request."""
+    if getattr(item, "_request", None):
+        item._request = False  # type: ignore[attr-defined]
+        item.funcargs = None  # type: ignore[attr-defined]
+
+
+def renew_request(item: pytest.Item) -> None:
+    """Before a rerun: a fresh fixture request, as ``runtestprotocol`` makes one."""
+    if hasattr(item, "_request") and not item._request:
+        item._initrequest()  # type: ignore[attr-defined]
+
+
+def forget_failed_setup(item: pytest.Item) -> None:
+    """Before a rerun: forget cached setup failures, so the rerun sets them up again."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        for defs in info.name2fixturedefs.values():
+            for fixturedef in defs:
+                cached = fixturedef.cached_result
+                if cached is not None and cached[2] is not None:
+                    fixturedef.cached_result = None
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    for node in [node for node, (_, exc) in stack.items() if exc is not None]:
+        del stack[node]
+
+
+@contextmanager
+def captured_phase(item: pytest.Item, when: str) -> Iterator[list[tuple[str, str]]]:
+    """Capture output as pytest does around a phase; yields the new report sections."""
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    sections: list[tuple[str, str]] = []
+    if capman is None:
+        yield sections
+        return
+    before = len(item._report_sections)
+    try:
+        with capman.item_capture(when, item):
+            yield sections
+    finally:
+        for rwhen, key, content in item._report_sections[before:]:
+            sections.append((f"Captured {key} {rwhen}", content))
+
+
+def basetemp(config: pytest.Config) -> Path | None:
+    """Make (as the tmp_path fixture would) and return the session's base temp dir."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is None:
+        return None
+    return factory.getbasetemp()  # type: ignore[no-any-return]
+
+
+def junit_node_attributes(config: pytest.Config, nodeid: str) -> dict[str, str]:
+    """Attributes ``record_xml_attribute`` set on this test's junit-xml node."""
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is None:
+        return {}
+    for (reporter_nodeid, _), reporter in xml.node_reporters.items():
+        if str(reporter_nodeid) == str(nodeid):
+            return dict(reporter.attrs)
+    return {}
+
+
+def set_junit_node_attributes(config: pytest.Config, nodeid: str, attrs: dict[str, str]) -> None:
+    from _pytest.junitxml import xml_key
+
+    xml = config.stash.get(xml_key, None)
+    if xml is not None and attrs:
+        reporter = xml.node_reporter(nodeid)
+        for name, value in attrs.items():
+            reporter.add_attribute(name, value)
 
 
 def _capture_manager(config: pytest.Config) -> CaptureManager | None:

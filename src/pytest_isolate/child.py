@@ -18,8 +18,9 @@ from typing import NoReturn
 
 import pytest
 
-from . import _compat, _ffi, wire
+from . import _compat, _ffi, integrations, wire
 from .sandbox.namespaces import SANDBOX_NAMESPACES, set_hostname
+from .spec import IsolationSpec
 
 # Sent by the parent at the deadline: every thread's Python stack goes to the dump file.
 # (macOS has no real-time signals; fork-only isolation uses SIGUSR2 there.)
@@ -50,6 +51,14 @@ class ChildContext:
     """False where the host allows no user namespace: the sandbox has none to join."""
     sandboxed: bool = True
     """False for fork-only isolation: no sandbox to join, only a process group of our own."""
+    namespaces: int = SANDBOX_NAMESPACES
+    """The sandbox's namespaces this test joins (all but net with ``net="host"``)."""
+
+
+def namespaces_for(spec: IsolationSpec) -> int:
+    if spec.net == "host":
+        return SANDBOX_NAMESPACES & ~_ffi.CLONE_NEWNET
+    return SANDBOX_NAMESPACES
 
 
 class Channel:
@@ -109,7 +118,7 @@ def _enter_rootless(ctx: ChildContext) -> None:
     # Unprivileged, we hold capabilities over the sandbox's namespaces only from inside its
     # user namespace: join it first, then the others, then fork into the pid namespace.
     _ffi.setns(ctx.init_pidfd, _ffi.CLONE_NEWUSER)
-    _ffi.setns(ctx.init_pidfd, SANDBOX_NAMESPACES | _ffi.CLONE_NEWPID)
+    _ffi.setns(ctx.init_pidfd, ctx.namespaces | _ffi.CLONE_NEWPID)
     set_hostname(ctx.hostname)
     _become_sandbox_pid(ctx)
     for fd in ctx.join_fds:  # migration is checked against our (unchanged) uid
@@ -144,7 +153,7 @@ def _enter_rooted(ctx: ChildContext) -> None:
     for fd in ctx.join_fds:
         os.write(fd, b"0")
         os.close(fd)
-    _setns_all(ctx, SANDBOX_NAMESPACES)
+    _setns_all(ctx, ctx.namespaces)
     set_hostname(ctx.hostname)
     if ctx.userns:
         _setns_all(ctx, _ffi.CLONE_NEWUSER)
@@ -161,8 +170,10 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         faulthandler.register(DUMP_SIGNAL, file=ctx.dump_fd, all_threads=True, chain=False)
         global _current
         _current = channel
+        integrations.child_starting(item)
         with _compat.warnings_captured(item):
             _compat.run_protocol(item, nextitem)
+        integrations.child_finished(item)
         _flush()  # before DONE: pytest stops listening then, and prints what follows
         channel.send(wire.Kind.DONE, {})
     except pytest.exit.Exception as exc:

@@ -13,6 +13,7 @@ import os
 import select
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 
 from . import _compat, _ffi, child, wire
 from .cgroups import Limits, Usage
+from .forking import fork_quietly
 from .isolation import BuildPlan
 from .pool import Lease, PoolError, SandboxPool
 from .reporting import Record, describe_exit, format_seconds, oom_text, pids_text
@@ -64,9 +66,9 @@ class Session:
         self.pool.settle(keep)
 
     @classmethod
-    def start(cls, plan: BuildPlan | None = None) -> Session:
+    def start(cls, plan: BuildPlan | None = None, shares: Sequence[str] = ()) -> Session:
         plan = plan or BuildPlan()
-        pool = SandboxPool(plan)
+        pool = SandboxPool(plan, shares)
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         dump = os.memfd_create("pytest-isolate-stacks", os.MFD_CLOEXEC)
         return cls(pool, own, dump, plan)
@@ -112,7 +114,7 @@ def _fork_into(lease: Lease, session: Session) -> int:
     gc.freeze()
     pid = -1
     try:
-        pid = os.fork()
+        pid = fork_quietly()
     finally:
         if pid != 0:
             gc.unfreeze()
@@ -394,6 +396,7 @@ def run_isolated(
         init_pidfd=lease.pidfd,
         join_fds=tuple(join),
         hostname=spec.hostname,
+        namespaces=child.namespaces_for(spec),
         cwd=os.getcwd(),
         close_fds=(
             rfd,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, replace
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from . import wire
+from . import coverage_support, integrations, lifecycle, wire
 from ._compat import teardown_to
 from .child import current_channel
 from .controller import Session, error_reports, run_isolated
@@ -24,11 +25,12 @@ from .spec import (
     check_contradictions,
     decide,
     parse_bool,
+    parse_shares,
     resolve_cgroup_root,
     resolve_defaults,
     resolve_strict,
 )
-from .warning_wire import rebuild_warning, serialize_warning
+from .warning_wire import serialize_warning
 
 MARKER = "isolated"
 
@@ -51,7 +53,12 @@ _HELP = {
     "pids": "cap on processes+threads",
     "timeout": "seconds before the sandbox is killed",
     "hostname": "hostname inside the sandbox",
+    "net": "network: 'private' (only lo) or 'host' (the host's)",
 }
+_DEBUGGER = (
+    "pytest-isolate: {option} cannot stop in an isolated test (it runs in a forked "
+    "process in a sandbox); add --no-isolate to debug it in pytest's own process."
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,13 +80,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(f"--isolate-{key}", dest=f"isolate_{key}", metavar="VALUE", default=None,
                         help=f"default {_HELP[key]} ('none' for no cap)")  # fmt: skip
         parser.addini(f"isolate_{key}", f"default {_HELP[key]}".replace("%%", "%"), default="")
+    group.addoption("--isolate-share", dest="isolate_share", action="append", default=[],
+                    metavar="PATH", help="a host path every sandbox may write to (the writes "
+                    "stay on the host); repeat for more")  # fmt: skip
+    parser.addini("isolate_share", "host paths every sandbox may write to", type="paths",
+                  default=[])  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "isolated(cpu=None, mem=None, pids=4096, timeout=None, hostname='isolated'): run this "
-        "test in a throwaway Linux sandbox (namespaces, overlay snapshot, cgroup caps)",
+        "isolated(cpu=None, mem=None, pids=4096, timeout=None, hostname='isolated', "
+        "net='private'): run this test in a throwaway Linux sandbox (namespaces, overlay "
+        "snapshot, cgroup caps)",
     )
     try:
         settings = _settings(config)
@@ -90,7 +103,15 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(strict_error(isolation, settings.strict_source))
     if isolation is not None and isolation.mode == "in-process":
         settings = replace(settings, disabled=True)
+    if settings.isolate_all and not settings.disabled:
+        _refuse_debugger(config)
     config.stash[STATE_KEY] = State(settings, Stats(), isolation)
+
+
+def _refuse_debugger(config: pytest.Config) -> None:
+    for option, name in (("usepdb", "--pdb"), ("trace", "--trace")):
+        if config.getoption(option, False):
+            raise pytest.UsageError(_DEBUGGER.format(option=name))
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -101,6 +122,18 @@ def _settings(config: pytest.Config) -> Settings:
     defaults = resolve_defaults(cli, ini)
     if isolate_all is None:
         isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
+    shares = parse_shares(
+        config.getoption("isolate_share") or [],
+        "command line option --isolate-share",
+        str(config.invocation_params.dir),
+        os.path.exists,
+    )
+    shares += parse_shares(
+        [str(p) for p in config.getini("isolate_share")],
+        "ini option isolate_share",
+        str(config.rootpath),
+        os.path.exists,
+    )
     strict, strict_source = resolve_strict(
         config.getoption("isolate_strict"), config.getini("isolate_strict")
     )
@@ -114,6 +147,7 @@ def _settings(config: pytest.Config) -> Settings:
         strict=strict,
         strict_source=strict_source,
         cgroup_root=cgroup_root,
+        shares=shares,
     )
 
 
@@ -169,10 +203,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             pytest.PytestWarning(warning_text(state.isolation, tuple(sorted(asked)))),
             stacklevel=1,
         )
+    if state.isolation.mode == "in-process":
+        return
+    isolated = [item for item in session.items if isinstance(_decision(item), IsolationSpec)]
+    if isolated:
+        _refuse_debugger(session.config)
     if state.isolation.mode != "sandbox":
         return
-    if state.session is None and any(_decision(item) is not None for item in session.items):
-        state.session = Session.start(state.isolation.plan)
+    if state.session is None and isolated:
+        shares = integrations.session_shares(session.config, isolated, state.settings.shares)
+        state.session = Session.start(state.isolation.plan, shares)
+
+
+def _runner(item: pytest.Item, state: State) -> lifecycle.Runner:
+    """In a sandbox (the session's builder starts with the first isolated test), or, where
+    the host allows no sandbox, in a forked child only."""
+    assert state.isolation is not None
+    if state.isolation.mode == "fork":
+        return run_forked
+    if state.session is None:
+        shares = integrations.session_shares(item.config, [item], state.settings.shares)
+        state.session = Session.start(state.isolation.plan, shares)
+    session = state.session
+    return lambda item, nextitem, spec: run_isolated(item, nextitem, spec, session)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -189,35 +242,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     exit_request = None
     if isinstance(decision, str):
-        reports = error_reports(item, decision)
+        missing = _missing(item)
+        for report in error_reports(item, decision):
+            if missing:
+                report.user_properties.append((PROPERTY, ", ".join(missing)))
+            ihook.pytest_runtest_logreport(report=report)
+        teardown_to(item, nextitem)
     else:
         assert state.isolation is not None
-        if state.isolation.mode == "fork":
-            outcome = run_forked(item, nextitem, decision)
-        else:
-            if state.session is None:
-                state.session = Session.start(state.isolation.plan)
-            outcome = run_isolated(item, nextitem, decision, state.session)
-        reports = outcome.reports
-        for data in outcome.warnings:
-            ihook.pytest_warning_recorded.call_historic(
-                kwargs=dict(
-                    warning_message=rebuild_warning(data),
-                    nodeid=item.nodeid,
-                    when="runtest",
-                    location=None,
-                )
-            )
-        if outcome.record is not None:
-            state.stats.add(outcome.record)
-        exit_request = outcome.exit
-    missing = _missing(item)
-    for report in reports:
-        if missing:
-            report.user_properties.append((PROPERTY, ", ".join(missing)))
-        ihook.pytest_runtest_logreport(report=report)
+        exit_request = lifecycle.protocol(
+            item, nextitem, decision, _runner(item, state), state.stats, _missing(item)
+        )
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-    teardown_to(item, nextitem)
     if exit_request is not None:
         pytest.exit(exit_request["msg"], exit_request["returncode"])
     return True
@@ -257,6 +293,7 @@ def pytest_runtest_makereport(
             report.user_properties.append((PROPERTY, ", ".join(missing)))
     channel = current_channel()
     if channel is not None:
+        integrations.annotate_report(item, report)
         data = item.config.hook.pytest_report_to_serializable(config=item.config, report=report)
         channel.send(wire.Kind.REPORT, data)
     return report
@@ -271,6 +308,23 @@ def pytest_warning_recorded(
     channel = current_channel()
     if channel is not None:
         channel.send(wire.Kind.WARNING, serialize_warning(warning_message))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    # pytest-timeout's timer belongs in the test process, around the test (ours is outside).
+    if current_channel() is None and isinstance(_decision(item), IsolationSpec):
+        return integrations.defer_timeout(item, settings)
+    return None
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    finally:  # before pytest-cov (an outer wrapper) combines its data
+        coverage_support.collect(session.config)
+        coverage_support.cleanup(session.config)  # xdist workers never reach unconfigure
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -296,3 +350,4 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.session is not None:
         state.session.close()
         state.session = None
+    coverage_support.cleanup(config)

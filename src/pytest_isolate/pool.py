@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ class Lease:
 
 
 class SandboxPool:
-    def __init__(self, plan: BuildPlan | None = None) -> None:
+    def __init__(self, plan: BuildPlan | None = None, shares: Sequence[str] = ()) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = parent
         config = {
@@ -52,6 +53,7 @@ class SandboxPool:
             "parent": os.getpid(),
             "fd": child.fileno(),
             "scratch_base": tempfile.gettempdir(),
+            "shares": list(shares),  # host paths bound read-write into every sandbox
         }
         self._proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", _BOOT, json.dumps(config), json.dumps(sys.path)],

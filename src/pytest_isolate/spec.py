@@ -8,8 +8,9 @@ names where the bad value came from and the accepted form.
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any, Final
@@ -25,7 +26,9 @@ __all__ = [
     "parse_cpu",
     "parse_hostname",
     "parse_mem",
+    "parse_net",
     "parse_pids",
+    "parse_shares",
     "parse_timeout",
     "resolve_cgroup_root",
     "resolve_defaults",
@@ -52,6 +55,8 @@ class IsolationSpec:
     """Seconds before the whole sandbox is killed."""
     hostname: str = "isolated"
     """The sandbox's hostname (its own UTS namespace)."""
+    net: str = "private"
+    """``private``: a fresh network namespace with only ``lo``; ``host``: the host's network."""
 
 
 BUILTIN_DEFAULTS: Final = IsolationSpec()
@@ -69,6 +74,17 @@ TIMEOUT_FORM: Final = "seconds as a number > 0, e.g. 10 or 2.5, or None for no t
 HOSTNAME_FORM: Final = (
     "a hostname: 1-64 characters, dot-separated labels of letters, digits and inner '-'"
 )
+NET_FORM: Final = (
+    "'private' (a fresh network namespace with only lo) or 'host' (the host's network, "
+    "e.g. to reach a server that a session fixture started on 127.0.0.1)"
+)
+NET_MODES: Final = ("private", "host")
+SHARE_FORM: Final = (
+    "an existing directory or file on the host, absolute or relative to the current "
+    "directory (command line) or to the rootdir (ini), not / and not under /proc, /sys or /dev"
+)
+# Mounted fresh in every sandbox: a host path under them cannot be shared.
+_FRESH_TREES: Final = ("/proc", "/sys", "/dev")
 
 # The CFS bandwidth controller refuses a quota below 1 ms per 100 ms period.
 MIN_CPU: Final = 0.01
@@ -193,12 +209,41 @@ def parse_hostname(value: object, source: str) -> str:
     return value
 
 
+def parse_net(value: object, source: str) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in NET_MODES:
+        raise _bad(source, "net", value, NET_FORM)
+    return value.strip().lower()
+
+
+def parse_shares(
+    values: Iterable[str], source: str, base: str, exists: Callable[[str], bool]
+) -> tuple[str, ...]:
+    """Host paths shared read-write into every sandbox: absolute, normalized, unique.
+
+    ``base`` resolves relative paths; ``exists`` tells whether a path is on the host.
+    """
+    shares: list[str] = []
+    for raw in values:
+        text = raw.strip()
+        if not text:
+            raise _bad(source, "share", raw, SHARE_FORM, "empty path")
+        path = os.path.normpath(os.path.join(base, os.path.expanduser(text)))
+        if path == "/" or any(path == t or path.startswith(t + "/") for t in _FRESH_TREES):
+            raise _bad(source, "share", raw, SHARE_FORM, f"{path} cannot be shared")
+        if not exists(path):
+            raise _bad(source, "share", raw, SHARE_FORM, f"{path} does not exist")
+        if path not in shares:
+            shares.append(path)
+    return tuple(shares)
+
+
 _PARSERS: Final[Mapping[str, Any]] = {
     "cpu": parse_cpu,
     "mem": parse_mem,
     "pids": parse_pids,
     "timeout": parse_timeout,
     "hostname": parse_hostname,
+    "net": parse_net,
 }
 
 
@@ -215,6 +260,8 @@ class Settings:
     """Where strict mode was turned on, for the error message."""
     cgroup_root: str = ""
     """``--isolate-cgroup-root``: the cgroup path to create the sandboxes' groups under."""
+    shares: tuple[str, ...] = ()
+    """Host paths the user shares read-write into every sandbox (``--isolate-share``)."""
 
 
 def resolve_defaults(

@@ -44,6 +44,7 @@ from .sandbox.filesystem import (
     mount_proc,
     plan_mounts,
     root_of,
+    share_steps,
 )
 from .sandbox.namespaces import (
     SANDBOX_NAMESPACES,
@@ -78,7 +79,13 @@ class Sandbox:
 
 
 class Zygote:
-    def __init__(self, sock: socket.socket, scratch: str, plan: BuildPlan | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        scratch: str,
+        plan: BuildPlan | None = None,
+        shares: list[str] | None = None,
+    ) -> None:
         self.sock = sock
         self.scratch = scratch
         self.plan = plan or BuildPlan()
@@ -86,6 +93,7 @@ class Zygote:
         with open("/proc/self/mountinfo") as f:
             mounts = parse_mountinfo(f.read())
         self.steps: list[MountStep] = plan_mounts(mounts, skip=[scratch])
+        self.steps += share_steps(shares or [])  # read-write host paths, over the snapshot
         self.backend: CgroupBackend | None = None
         if self.plan.cgroups:
             self.backend = (
@@ -459,7 +467,7 @@ def main() -> None:
     sweep_scratch(base)
     scratch = os.path.join(base, f"{SCRATCH_PREFIX}{owner_token()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
-    zygote = Zygote(sock, scratch, plan)
+    zygote = Zygote(sock, scratch, plan, config.get("shares"))
     if zygote.backend is not None:
         zygote.backend.sweep()
     try:

@@ -61,9 +61,17 @@ MAX_COPIED_FILE: Final = 1 << 20
 class MountStep:
     """How one host mount is reproduced in the sandbox."""
 
-    kind: Literal["overlay", "bind-ro", "copy-file"]
+    kind: Literal["overlay", "bind-ro", "copy-file", "bind-rw"]
     path: str
     flags: int
+
+
+def share_steps(shares: Iterable[str]) -> list[MountStep]:
+    """Host paths shared read-write: bound over the snapshot after every other step.
+
+    The one exception to "writes vanish": what a test writes there reaches the host.
+    """
+    return [MountStep("bind-rw", path, 0) for path in shares]
 
 
 def _under(path: str, top: str) -> bool:
@@ -185,6 +193,8 @@ def build_tree(scratch: str, steps: Sequence[MountStep]) -> list[str]:
                 _overlay(step.path, target, scratch, index, step.flags)
             elif step.kind == "bind-ro":
                 _bind_readonly(step.path, target, step.flags)
+            elif step.kind == "bind-rw":
+                _ffi.mount(step.path, target, None, _ffi.MS_BIND | _ffi.MS_REC)
             else:
                 copy = f"{scratch}/f{index}"
                 if os.path.getsize(step.path) > MAX_COPIED_FILE:
