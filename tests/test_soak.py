@@ -121,7 +121,7 @@ def test_2000_isolated_tests_stay_flat(
     # neighbour mostly shifts the upper half.
     first = _quartile(intervals[10 : 10 + WINDOW])
     last = _quartile(intervals[-WINDOW:])
-    print(f"per-test interval, lower quartile: first {first * 1e3:.2f} ms, last {last * 1e3:.2f} ms")
+    print(f"per-test interval, lower quartile: {first * 1e3:.2f} ms -> {last * 1e3:.2f} ms")
     assert last <= first * 1.10, (first, last)
     growth, plain_growth = _rss_growth(samples), _rss_growth(plain)
     fds = [s[2] for s in samples]
