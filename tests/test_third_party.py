@@ -11,7 +11,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "acceptance"))
 import third_party as tp
-
 from conftest import RunPytest, needs_cgroup_v1
 
 SUITE = """
@@ -212,9 +211,11 @@ def test_pytest_argv_adds_isolation_only_to_the_isolated_run() -> None:
         "p", "1", "0" * 64, "w", ("tests",), deselected=(tp.Deselected("t.py::f", "r"),)
     )
     python = Path("/v/bin/python")
-    plain = tp.pytest_argv(python, project, tp.PLAIN, Path("/x.xml"))
-    isolated = tp.pytest_argv(python, project, tp.ISOLATED, Path("/x.xml"))
+    plain = tp.pytest_argv(python, project, tp.PLAIN, Path("/x.xml"), Path("/t"))
+    isolated = tp.pytest_argv(python, project, tp.ISOLATED, Path("/x.xml"), Path("/t"))
     assert "--isolate-all" not in plain
     assert [a for a in isolated if a not in plain] == list(tp.ISOLATE_ARGS)
     assert plain[-2:] == ["--deselect=t.py::f", "tests"]
     assert "--junitxml=/x.xml" in plain
+    assert plain[plain.index("-c") + 1] == "/t/pyproject.toml"
+    assert "--rootdir=/t" in plain
