@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -583,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in selected:
             print(f"{p.slug:22} sha256 {p.sha256}\n{'':22} {p.why}")
         return 0
+    # Signal dispositions are inherited. Under nohup, SIGHUP is ignored, and sh's
+    # test_custom_timeout_signal (which kills with SIGHUP) would fail in both runs.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     cache: Path = args.cache.resolve()
     repo: Path = args.repo.resolve()
     if not (repo / "pyproject.toml").exists():
