@@ -362,7 +362,10 @@ def venv_python(venv: Path) -> Path:
 
 
 def install_fingerprint(project: Project, repo: Path) -> str:
-    return "\n".join([project.slug, project.sha256, PYTEST_PIN, *project.deps, str(repo)]) + "\n"
+    """What the venv was installed from; the plugin's own dependencies included."""
+    plugin = sha256_of(repo / "pyproject.toml")
+    lines = [project.slug, project.sha256, PYTEST_PIN, *project.deps, str(repo), plugin]
+    return "\n".join(lines) + "\n"
 
 
 def ensure_venv(project: Project, tree: Path, cache: Path, repo: Path) -> Path:
