@@ -554,6 +554,31 @@ def die(message: str) -> NoReturn:
     sys.exit(2)
 
 
+# Signals a suite may send to its children and expect to act (sh's tests send all of them).
+RESTORED_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+
+
+def restore_signal_defaults() -> None:
+    """Un-ignore the signals the suites' children inherit.
+
+    An ignored signal stays ignored across fork and exec. nohup ignores SIGHUP,
+    and a shell without job control ignores SIGINT and SIGQUIT in a background
+    job; sh's tests that kill a child with those would then fail in both runs.
+    """
+    for sig in RESTORED_SIGNALS:
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -594,9 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in selected:
             print(f"{p.slug:22} sha256 {p.sha256}\n{'':22} {p.why}")
         return 0
-    # Signal dispositions are inherited. Under nohup, SIGHUP is ignored, and sh's
-    # test_custom_timeout_signal (which kills with SIGHUP) would fail in both runs.
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    restore_signal_defaults()
     cache: Path = args.cache.resolve()
     repo: Path = args.repo.resolve()
     if not (repo / "pyproject.toml").exists():

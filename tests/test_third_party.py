@@ -219,3 +219,18 @@ def test_pytest_argv_adds_isolation_only_to_the_isolated_run() -> None:
     assert "--junitxml=/x.xml" in plain
     assert plain[plain.index("-c") + 1] == "/t/pyproject.toml"
     assert "--rootdir=/t" in plain
+
+
+def test_restore_signal_defaults_unignores_inherited_ignores() -> None:
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        tp.restore_signal_defaults()
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
