@@ -568,6 +568,37 @@ def test_rerunfailures_reruns_each_attempt_in_a_fresh_sandbox(
     assert not Path("/tmp/pytest-isolate-rerun-marker").exists()
 
 
+def test_rerunfailures_settings_not_applied_are_said_once_and_conditions_apply(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flaky(reruns=2, condition=False)
+        def test_condition_false_is_not_rerun():
+            assert False
+
+        @pytest.mark.flaky(reruns=1, condition="True")
+        def test_condition_true_is_rerun():
+            assert False
+
+        @pytest.mark.flaky(reruns=1, condition=lambda *args: True)
+        def test_callable_condition():
+            assert False
+        """
+    )
+    result = run("--isolate-all", "--fail-on-flaky", "-W", "default::pytest.PytestWarning")
+    assert _outcomes(result) == {"failed": 3, "rerun": 2}, result.stdout.str()
+    out = result.stdout.str()
+    assert out.count("pytest-isolate: not applied to isolated tests yet") == 1, out
+    assert (
+        "(pytest-rerunfailures): --fail-on-flaky; the callable condition of "
+        "@pytest.mark.flaky on test_rerunfailures_settings_not_applied_are_said_once_and_"
+        "conditions_apply.py::test_callable_condition. Run those tests without isolation"
+    ) in out.replace("\n", "")
+
+
 def test_rerunfailures_still_reruns_tests_that_are_not_isolated(
     pytester: pytest.Pytester, run: RunPytest
 ) -> None:

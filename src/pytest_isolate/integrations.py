@@ -144,10 +144,33 @@ def reruns_for(item: pytest.Item) -> Reruns | None:
     count = plugin.get_reruns_count(item)
     if not count:
         return None
+    marker = item.get_closest_marker("flaky")
+    condition = marker.kwargs.get("condition") if marker is not None else None
+    check = getattr(plugin, "get_reruns_condition", None)
+    if condition is not None and not callable(condition) and check is not None:
+        if not check(item):  # a static condition (a bool or a string): decided up front
+            return None
     delay = plugin.get_reruns_delay(item) if hasattr(plugin, "get_reruns_delay") else 0
     factor = getattr(plugin, "get_reruns_delay_backoff_factor", None)
     backoff = factor(item) if factor is not None else 1.0
     return Reruns(int(count), float(delay or 0), float(backoff))
+
+
+def rerun_gaps(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """pytest-rerunfailures settings that isolated tests do not honour yet: said once, in
+    a warning, never ignored silently."""
+    if config.pluginmanager.getplugin("rerunfailures") is None or not items:
+        return []
+    gaps = []
+    if config.getoption("max_suite_reruns", None) is not None:
+        gaps.append("--max-suite-reruns")
+    if config.getoption("fail_on_flaky", False):
+        gaps.append("--fail-on-flaky")
+    for item in items:
+        marker = item.get_closest_marker("flaky")
+        if marker is not None and callable(marker.kwargs.get("condition")):
+            gaps.append(f"the callable condition of @pytest.mark.flaky on {item.nodeid}")
+    return gaps
 
 
 def wants_rerun(reports: list[pytest.TestReport]) -> bool:

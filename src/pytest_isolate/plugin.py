@@ -208,6 +208,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     isolated = [item for item in session.items if isinstance(_decision(item), IsolationSpec)]
     if isolated:
         _refuse_debugger(session.config)
+    gaps = integrations.rerun_gaps(session.config, isolated)
+    if gaps:
+        warnings.warn(
+            pytest.PytestWarning(
+                f"pytest-isolate: not applied to isolated tests yet (pytest-rerunfailures): "
+                f"{'; '.join(gaps)}. Run those tests without isolation to use them."
+            ),
+            stacklevel=1,
+        )
     if state.isolation.mode != "sandbox":
         return
     if state.session is None and isolated:
