@@ -9,7 +9,7 @@ run can find and sweep what a killed run left.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -210,6 +210,35 @@ def stale_owner_dirs(top: str, token: str, proc: str = "/proc") -> list[str]:
         if os.path.isdir(path):
             found.append(path)
     return found
+
+
+def remove_owner_dir(owner_dir: str, group_at: Callable[[str, str], Group]) -> list[str]:
+    """Kill and remove every group in one owner's directory, then the directory itself.
+
+    ``group_at(name, path)`` makes the backend's group for a directory. Returns the groups
+    removed; what cannot be removed (still busy) is left for a later sweep.
+    """
+    removed: list[str] = []
+    try:
+        children = os.listdir(owner_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for child in children:
+        path = os.path.join(owner_dir, child)
+        if not os.path.isdir(path):
+            continue
+        group = group_at(f"{os.path.basename(owner_dir)}/{child}", path)
+        try:
+            group.kill()
+            group.remove()
+            removed.append(path)
+        except OSError:
+            pass
+    try:
+        os.rmdir(owner_dir)
+    except OSError:
+        pass
+    return removed
 
 
 def detect(entries: list[MountEntry] | None = None) -> CgroupBackend | None:

@@ -26,7 +26,16 @@ import signal
 import time
 from collections.abc import Iterable, Mapping
 
-from . import PREFIX, CgroupError, Limits, MountEntry, Usage, owner_token, stale_owner_dirs
+from . import (
+    PREFIX,
+    CgroupError,
+    Limits,
+    MountEntry,
+    Usage,
+    owner_token,
+    remove_owner_dir,
+    stale_owner_dirs,
+)
 from ._files import _keyed, _makedirs, _read, _write
 
 CONTROLLERS = ("cpu", "memory", "pids")
@@ -318,25 +327,4 @@ class CgroupV2:
 
 
 def _remove_owner_dir(owner_dir: str) -> list[str]:
-    """Kill and remove every group in one owner's directory, then the directory itself."""
-    removed: list[str] = []
-    try:
-        children = os.listdir(owner_dir)
-    except (FileNotFoundError, NotADirectoryError):
-        return removed
-    for child in children:
-        path = os.path.join(owner_dir, child)
-        if not os.path.isdir(path):
-            continue
-        group = GroupV2(f"{os.path.basename(owner_dir)}/{child}", path, ())
-        try:
-            group.kill()
-            group.remove()
-            removed.append(path)
-        except OSError:
-            pass
-    try:
-        os.rmdir(owner_dir)
-    except OSError:
-        pass
-    return removed
+    return remove_owner_dir(owner_dir, lambda name, path: GroupV2(name, path, ()))
