@@ -59,6 +59,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_random_order_in_inner_runs(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pytest these tests start, however they start it, runs its tests in file order.
+
+    pytest-randomly (a test extra) would otherwise shuffle the inner runs whose output the
+    tests match line by line. ``-p randomly`` on an inner command line enables it again.
+    """
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS when it is set up
+    addopts = os.environ.get("PYTEST_ADDOPTS", "")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} -p no:randomly".strip())
+
+
 class RunPytest(Protocol):
     def __call__(self, *args: str, timeout: float = ...) -> pytest.RunResult: ...
 
