@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import fcntl
 import os
 import signal
 import sys
@@ -114,12 +115,27 @@ def _become_sandbox_pid(ctx: ChildContext) -> None:
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
+# ioctl on a namespace file: the parent user namespace, as a new file descriptor.
+NS_GET_PARENT = 0xB702
+
+
 def _enter_rootless(ctx: ChildContext) -> None:
-    # Unprivileged, we hold capabilities over the sandbox's namespaces only from inside its
-    # user namespace: join it first, then the others, then fork into the pid namespace.
-    _ffi.setns(ctx.init_pidfd, _ffi.CLONE_NEWUSER)
-    _ffi.setns(ctx.init_pidfd, ctx.namespaces | _ffi.CLONE_NEWPID)
-    set_hostname(ctx.hostname)
+    # Unprivileged, we hold capabilities over the sandbox's namespaces only from inside the
+    # user namespace that owns them (the parent of init's own): join it first, then the
+    # others, then init's inner user namespace, which owns none of them; then fork into the
+    # pid namespace.
+    inner = os.open(f"/proc/{ctx.init_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        outer = fcntl.ioctl(inner, NS_GET_PARENT)
+        try:
+            _ffi.setns(outer, _ffi.CLONE_NEWUSER)
+        finally:
+            os.close(outer)
+        _ffi.setns(ctx.init_pidfd, ctx.namespaces | _ffi.CLONE_NEWPID)
+        set_hostname(ctx.hostname)
+        _ffi.setns(inner, _ffi.CLONE_NEWUSER)
+    finally:
+        os.close(inner)
     _become_sandbox_pid(ctx)
     for fd in ctx.join_fds:  # migration is checked against our (unchanged) uid
         os.write(fd, b"0")

@@ -52,6 +52,7 @@ from .sandbox.namespaces import (
     kill_sandbox,
     set_hostname,
     write_id_maps,
+    write_own_id_maps,
 )
 from .sandbox.network import bring_up_loopback
 from .sandbox.rootless import build_rootless_root, no_snapshot
@@ -215,6 +216,8 @@ class Zygote:
             for line in pipe:
                 if line.startswith(b"U"):
                     write_id_maps(pid)
+                elif line.startswith(b"V"):
+                    write_own_id_maps(pid)
                 elif line.startswith(b"R"):
                     sandbox.problems = json.loads(line[1:])
                     return sandbox
@@ -275,6 +278,12 @@ class Zygote:
                 problems = build_rootless_root(self.scratch, plan.fresh_proc, writable)
             bring_up_loopback()
             set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
+            if plan.userns == "first":
+                # A second user namespace, inside the first, that owns none of the sandbox's
+                # namespaces: the test joins it last and so holds no capability over the
+                # snapshot's mounts (it cannot undo them), as uid 0 cannot as root.
+                _ffi.unshare(_ffi.CLONE_NEWUSER)
+                os.write(w, b"V\n")
             if plan.userns == "last":
                 _ffi.unshare(_ffi.CLONE_NEWUSER)
                 os.write(w, b"U\n")

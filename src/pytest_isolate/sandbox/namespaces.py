@@ -47,6 +47,23 @@ def write_id_maps(pid: int) -> None:
             os.close(fd)
 
 
+def write_own_id_maps(pid: int) -> None:
+    """Map ``pid``'s new user namespace onto exactly the ids ours maps, one to one.
+
+    Rootless, our own user namespace maps just our uid and gid: the sandbox's inner user
+    namespace gets those, unchanged (the writer needs CAP_SETUID in ours, which it holds).
+    """
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/self/{name}") as f:
+            ranges = [line.split() for line in f if line.strip()]
+        data = "".join(f"{inside} {inside} {count}\n" for inside, _, count in ranges)
+        fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+
+
 def kill_sandbox(init_pidfd: int) -> None:
     """SIGKILL a sandbox's init; the kernel then kills everything left in its namespace."""
     try:
