@@ -9,6 +9,7 @@ run can find and sweep what a killed run left.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -210,6 +211,16 @@ def stale_owner_dirs(top: str, token: str, proc: str = "/proc") -> list[str]:
         if os.path.isdir(path):
             found.append(path)
     return found
+
+
+def kill_each(pids: set[int]) -> None:
+    """SIGKILL each of ``pids``, then SIGCONT (a stopped process dies only once woken)."""
+    for pid in pids:
+        for sig in (signal.SIGKILL, signal.SIGCONT):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 def remove_owner_dir(owner_dir: str, group_at: Callable[[str, str], Group]) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from collections.abc import Iterable, Mapping
 
@@ -29,6 +28,7 @@ from . import (
     Limits,
     MountEntry,
     Usage,
+    kill_each,
     owner_token,
     remove_owner_dir,
     stale_owner_dirs,
@@ -124,12 +124,7 @@ class GroupV1:
             pids = self.pids()
             if not pids:
                 return
-            for pid in pids:
-                for sig in (signal.SIGKILL, signal.SIGCONT):
-                    try:
-                        os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
+            kill_each(pids)
             if time.monotonic() > end:
                 raise CgroupError(errno.EBUSY, f"processes {sorted(pids)} survive in {self.name}")
             time.sleep(0.001)

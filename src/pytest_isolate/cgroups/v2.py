@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import time
 from collections.abc import Iterable, Mapping
 
@@ -32,6 +31,7 @@ from . import (
     Limits,
     MountEntry,
     Usage,
+    kill_each,
     owner_token,
     remove_owner_dir,
     stale_owner_dirs,
@@ -159,12 +159,7 @@ class GroupV2:
                 pids = self.pids()
                 if not pids:
                     return
-                for pid in pids:
-                    for sig in (signal.SIGKILL, signal.SIGCONT):
-                        try:
-                            os.kill(pid, sig)
-                        except ProcessLookupError:
-                            pass
+                kill_each(pids)
             if time.monotonic() > end:
                 raise CgroupError(
                     errno.EBUSY, f"processes {sorted(self.pids())} survive in {self.name}"
