@@ -122,18 +122,19 @@ def _fork_into(lease: Lease, session: Session) -> int:
     return pid
 
 
-def _share_with_item(report: pytest.TestReport, item: pytest.Item) -> None:
-    """Use the item's own strings in a report that came through the pipe.
+def _share_with_item(reports: list[pytest.TestReport], item: pytest.Item) -> None:
+    """Use the item's own strings in reports that came through the pipe.
 
     pytest keeps every report until the session ends. Reports made in this process share
     the item's nodeid, location and keyword names; decoded ones would hold copies of each
     (several KiB per test, over a whole session).
     """
-    _compat.share_node_id(report, item)
-    if report.location == item.location:
-        report.location = item.location
     names = {name: name for name in item.keywords}
-    report.keywords = {names.get(k, k): v for k, v in report.keywords.items()}
+    for report in reports:
+        _compat.share_node_id(report, item)
+        if report.location == item.location:
+            report.location = item.location
+        report.keywords = {names.get(k, k): v for k, v in report.keywords.items()}
 
 
 def _restore_tuples(data: dict[str, Any]) -> dict[str, Any]:
@@ -446,8 +447,7 @@ def run_isolated(
         reports = run.reports
     else:
         reports, event = _synthesize(item, run, spec, usage, dump, start)
-    for report in reports:
-        _share_with_item(report, item)
+    _share_with_item(reports, item)
     record = Record(item.nodeid, wall, usage, spec, event)
     _annotate(reports, record, spec)
     return Outcome(reports, run.warnings, record, run.exit)

@@ -148,13 +148,23 @@ class Zygote:
                 self._go_home()
         os.close(w)
         pidfd = os.pidfd_open(pid)
-        sandbox = Sandbox(self.next_id, pid, pidfd, group, problems)
+        return self._await_init(Sandbox(self.next_id, pid, pidfd, group, problems), r)
+
+    def _await_init(self, sandbox: Sandbox, r: int) -> Sandbox:
+        """Follow pid 1's setup on its pipe until the sandbox is ready ("R", with the
+        problems of pid 1's own build, if it built the snapshot). Meanwhile write the uid and
+        gid maps of the user namespace it creates: "U" identity, as root; "V" our own ids,
+        rootless. Anything else is its error: the sandbox is destroyed and it is raised."""
         buf = b""
         with os.fdopen(r, "rb") as pipe:
             for line in pipe:
                 if line.startswith(b"U"):
-                    write_id_maps(pid)
+                    write_id_maps(sandbox.pid)
+                elif line.startswith(b"V"):
+                    write_own_id_maps(sandbox.pid)
                 elif line.startswith(b"R"):
+                    if line[1:].strip():
+                        sandbox.problems = json.loads(line[1:])
                     return sandbox
                 else:
                     buf += line
@@ -210,21 +220,7 @@ class Zygote:
         finally:
             os.close(w)
         pidfd = os.pidfd_open(pid)
-        sandbox = Sandbox(self.next_id, pid, pidfd, group, [])
-        buf = b""
-        with os.fdopen(r, "rb") as pipe:
-            for line in pipe:
-                if line.startswith(b"U"):
-                    write_id_maps(pid)
-                elif line.startswith(b"V"):
-                    write_own_id_maps(pid)
-                elif line.startswith(b"R"):
-                    sandbox.problems = json.loads(line[1:])
-                    return sandbox
-                else:
-                    buf += line
-        self.destroy(sandbox)
-        raise RuntimeError(buf[1:].decode(errors="replace").strip() or "sandbox init died")
+        return self._await_init(Sandbox(self.next_id, pid, pidfd, group, []), r)
 
     def _fork_init_via_helper(self, r: int, w: int) -> int:
         pr, pw = os.pipe()
@@ -287,8 +283,8 @@ class Zygote:
             if plan.userns == "last":
                 _ffi.unshare(_ffi.CLONE_NEWUSER)
                 os.write(w, b"U\n")
-                # The test may not ptrace its init. (Rootless, the test process needs the
-                # init dumpable to join it, and holds CAP_SYS_PTRACE in its namespace anyway.)
+                # The test may not ptrace its init. (Rootless, init stays dumpable: the builder
+                # writes its uid maps and the test opens its user namespace through /proc.)
                 _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)
             os.write(w, b"R" + json.dumps(problems).encode() + b"\n")
             os.close(w)
