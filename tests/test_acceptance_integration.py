@@ -154,6 +154,7 @@ import os
 from hypothesis import Phase, given, settings, strategies as st
 
 REPLAY_ONLY = os.environ.get("REPLAY_ONLY") == "1"
+settings.load_profile("default")  # where $CI is set, Hypothesis' "ci" profile has no database
 
 @settings(phases=[Phase.reuse] if REPLAY_ONLY else list(Phase), deadline=None)
 @given(st.integers(min_value=0, max_value=10**6))
