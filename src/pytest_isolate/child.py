@@ -20,7 +20,7 @@ from typing import NoReturn
 import pytest
 
 from . import _compat, _ffi, integrations, wire
-from .sandbox.namespaces import SANDBOX_NAMESPACES, set_hostname
+from .sandbox.namespaces import ROOTLESS_NS_FILES, SANDBOX_NAMESPACES, set_hostname
 from .spec import IsolationSpec
 
 # Sent by the parent at the deadline: every thread's Python stack goes to the dump file.
@@ -54,6 +54,8 @@ class ChildContext:
     """False for fork-only isolation: no sandbox to join, only a process group of our own."""
     namespaces: int = SANDBOX_NAMESPACES
     """The sandbox's namespaces this test joins (all but net with ``net="host"``)."""
+    ns_fds: tuple[int, ...] = ()
+    """Rootless: the sandbox's namespaces (``ROOTLESS_NS_FILES``), opened by the builder."""
 
 
 def namespaces_for(spec: IsolationSpec) -> int:
@@ -123,19 +125,23 @@ def _enter_rootless(ctx: ChildContext) -> None:
     # Unprivileged, we hold capabilities over the sandbox's namespaces only from inside the
     # user namespace that owns them (the parent of init's own): join it first, then the
     # others, then init's inner user namespace, which owns none of them; then fork into the
-    # pid namespace.
-    inner = os.open(f"/proc/{ctx.init_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    # pid namespace. Through the builder's descriptors: init is not dumpable, so neither
+    # its pidfd nor /proc/<init>/ns lets us in.
+    fds = dict(zip((name for name, _ in ROOTLESS_NS_FILES), ctx.ns_fds, strict=True))
     try:
-        outer = fcntl.ioctl(inner, NS_GET_PARENT)
+        outer = fcntl.ioctl(fds["user"], NS_GET_PARENT)
         try:
             _ffi.setns(outer, _ffi.CLONE_NEWUSER)
         finally:
             os.close(outer)
-        _ffi.setns(ctx.init_pidfd, ctx.namespaces | _ffi.CLONE_NEWPID)
+        for name, flag in ROOTLESS_NS_FILES[1:]:
+            if flag & (ctx.namespaces | _ffi.CLONE_NEWPID):
+                _ffi.setns(fds[name], flag)
         set_hostname(ctx.hostname)
-        _ffi.setns(inner, _ffi.CLONE_NEWUSER)
+        _ffi.setns(fds["user"], _ffi.CLONE_NEWUSER)
     finally:
-        os.close(inner)
+        for fd in ctx.ns_fds:
+            os.close(fd)
     _become_sandbox_pid(ctx)
     for fd in ctx.join_fds:  # migration is checked against our (unchanged) uid
         os.write(fd, b"0")

@@ -407,6 +407,7 @@ def run_isolated(
         ),
         rootless=session.plan.userns == "first",
         userns=bool(session.plan.userns),
+        ns_fds=tuple(lease.ns_fds),
     )
     wall_start = time.monotonic()
     start = time.time()

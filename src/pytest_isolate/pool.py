@@ -42,6 +42,13 @@ class Lease:
     problems: list[str] = field(default_factory=list)
     join_fds: list[int] = field(default_factory=list)
     """Open cgroup files the test process writes "0" to, to join the sandbox's cgroups."""
+    ns_fds: list[int] = field(default_factory=list)
+    """Rootless: the sandbox's namespaces, opened by the builder (its init is not dumpable,
+    so the unprivileged test process could not open them)."""
+
+    @property
+    def fds(self) -> list[int]:
+        return [self.pidfd, *self.ns_fds, *self.join_fds]
 
 
 class SandboxPool:
@@ -71,7 +78,7 @@ class SandboxPool:
         """Descriptors a forked test process must close (ours, and other sandboxes')."""
         fds = [self._sock.fileno()]
         for lease in self._ready:
-            fds += [lease.pidfd, *lease.join_fds]
+            fds += lease.fds
         return fds
 
     def _recv(self) -> tuple[dict[str, Any], list[int]]:
@@ -90,7 +97,8 @@ class SandboxPool:
         if op == "ready":
             group = attach(message["group"], message["cgroup"]) if message["cgroup"] else None
             problems = message["problems"]
-            lease = Lease(message["id"], message["pid"], fds[0], group, problems, fds[1:])
+            n = 1 + int(message.get("namespaces", 0))
+            lease = Lease(message["id"], message["pid"], fds[0], group, problems, fds[n:], fds[1:n])
             self._ready.append(lease)
             return
         for fd in fds:
@@ -125,10 +133,10 @@ class SandboxPool:
         return self._ready.popleft()
 
     def release(self, lease: Lease) -> None:
-        os.close(lease.pidfd)
-        for fd in lease.join_fds:
+        for fd in lease.fds:
             os.close(fd)
         lease.join_fds = []
+        lease.ns_fds = []
         self._sock.send(json.dumps({"op": "release", "id": lease.ident}).encode())
         self._pending += 1
 
@@ -143,7 +151,7 @@ class SandboxPool:
             pass
         while self._ready:
             lease = self._ready.popleft()
-            for fd in (lease.pidfd, *lease.join_fds):
+            for fd in lease.fds:
                 os.close(fd)
         self._sock.close()
         try:

@@ -22,7 +22,7 @@ import select
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import _ffi
@@ -47,6 +47,7 @@ from .sandbox.filesystem import (
     share_steps,
 )
 from .sandbox.namespaces import (
+    ROOTLESS_NS_FILES,
     SANDBOX_NAMESPACES,
     init_loop,
     kill_sandbox,
@@ -77,6 +78,10 @@ class Sandbox:
     pidfd: int
     group: Group | None
     problems: list[str]
+    ns_fds: list[int] = field(default_factory=list)
+    """Rootless: the sandbox's namespaces (``ROOTLESS_NS_FILES``), opened before its init
+    became non-dumpable: after that, only a privileged process may open them (through
+    /proc or its pidfd)."""
 
 
 class Zygote:
@@ -150,11 +155,13 @@ class Zygote:
         pidfd = os.pidfd_open(pid)
         return self._await_init(Sandbox(self.next_id, pid, pidfd, group, problems), r)
 
-    def _await_init(self, sandbox: Sandbox, r: int) -> Sandbox:
+    def _await_init(self, sandbox: Sandbox, r: int, ack: int = -1) -> Sandbox:
         """Follow pid 1's setup on its pipe until the sandbox is ready ("R", with the
         problems of pid 1's own build, if it built the snapshot). Meanwhile write the uid and
         gid maps of the user namespace it creates: "U" identity, as root; "V" our own ids,
-        rootless. Anything else is its error: the sandbox is destroyed and it is raised."""
+        rootless, then open the sandbox's namespaces for the test and tell pid 1 (on
+        ``ack``) that it may stop being dumpable. Anything else is its error: the sandbox
+        is destroyed and it is raised."""
         buf = b""
         with os.fdopen(r, "rb") as pipe:
             for line in pipe:
@@ -162,6 +169,14 @@ class Zygote:
                     write_id_maps(sandbox.pid)
                 elif line.startswith(b"V"):
                     write_own_id_maps(sandbox.pid)
+                    sandbox.ns_fds = [
+                        os.open(f"/proc/{sandbox.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+                        for name, _ in ROOTLESS_NS_FILES
+                    ]
+                    try:
+                        os.write(ack, b"A")
+                    except BrokenPipeError:
+                        pass  # pid 1 died: its pipe ends next, and the error is raised
                 elif line.startswith(b"R"):
                     if line[1:].strip():
                         sandbox.problems = json.loads(line[1:])
@@ -215,14 +230,19 @@ class Zygote:
         self.next_id += 1
         group = self.backend.create(str(self.next_id)) if self.backend is not None else None
         r, w = os.pipe()
+        ack_r, ack_w = os.pipe()  # the builder's answer to "V": pid 1 may turn non-dumpable
         try:
-            pid = self._fork_init_via_helper(r, w)
+            pid = self._fork_init_via_helper(r, w, ack_r)
         finally:
             os.close(w)
-        pidfd = os.pidfd_open(pid)
-        return self._await_init(Sandbox(self.next_id, pid, pidfd, group, []), r)
+            os.close(ack_r)
+        try:
+            pidfd = os.pidfd_open(pid)
+            return self._await_init(Sandbox(self.next_id, pid, pidfd, group, []), r, ack_w)
+        finally:
+            os.close(ack_w)
 
-    def _fork_init_via_helper(self, r: int, w: int) -> int:
+    def _fork_init_via_helper(self, r: int, w: int, ack: int) -> int:
         pr, pw = os.pipe()
         helper = os.fork()
         if helper == 0:  # pragma: no cover - runs in the helper
@@ -237,7 +257,7 @@ class Zygote:
                 pid = os.fork()
                 if pid == 0:
                     os.close(pw)
-                    self._init_builds_main(w, me, builder)
+                    self._init_builds_main(w, ack, me, builder)
                 os.write(pw, str(pid).encode())
             finally:
                 os._exit(0)
@@ -250,7 +270,7 @@ class Zygote:
         return int(data)
 
     def _init_builds_main(  # pragma: no cover - runs in the child
-        self, w: int, helper: int, builder: int
+        self, w: int, ack: int, helper: int, builder: int
     ) -> None:
         gc.disable()
         try:
@@ -280,12 +300,14 @@ class Zygote:
                 # snapshot's mounts (it cannot undo them), as uid 0 cannot as root.
                 _ffi.unshare(_ffi.CLONE_NEWUSER)
                 os.write(w, b"V\n")
+                # The builder writes our uid maps and opens our namespaces for the test
+                # through /proc, which it may only while we are dumpable: wait for it.
+                if os.read(ack, 1) != b"A":
+                    raise RuntimeError("the sandbox builder did not answer")
             if plan.userns == "last":
                 _ffi.unshare(_ffi.CLONE_NEWUSER)
                 os.write(w, b"U\n")
-                # The test may not ptrace its init. (Rootless, init stays dumpable: the builder
-                # writes its uid maps and the test opens its user namespace through /proc.)
-                _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)
+            _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
             os.write(w, b"R" + json.dumps(problems).encode() + b"\n")
             os.close(w)
             os.closerange(3, 1 << 16)
@@ -300,6 +322,8 @@ class Zygote:
         """Reap a killed init and remove its cgroups."""
         os.waitpid(sandbox.pid, 0)
         os.close(sandbox.pidfd)
+        for fd in sandbox.ns_fds:
+            os.close(fd)
         if sandbox.group is not None:
             try:
                 sandbox.group.remove(deadline=0)  # empty now: the namespace is gone
@@ -336,8 +360,9 @@ class Zygote:
                 "cgroup": group.dirs() if group is not None else {},
                 "group": group.name if group is not None else "",
                 "problems": sandbox.problems,
+                "namespaces": len(sandbox.ns_fds),  # the descriptors after the pidfd
             },
-            [sandbox.pidfd, *join],
+            [sandbox.pidfd, *sandbox.ns_fds, *join],
         )
         for fd in join:
             os.close(fd)

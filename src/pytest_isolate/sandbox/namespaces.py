@@ -32,6 +32,16 @@ from .. import _ffi
 SANDBOX_NAMESPACES: Final = (
     _ffi.CLONE_NEWNS | _ffi.CLONE_NEWNET | _ffi.CLONE_NEWUTS | _ffi.CLONE_NEWIPC
 )
+# A rootless sandbox's namespaces, in the order the builder opens them for the test (its
+# user namespace first; the pid namespace is init's own).
+ROOTLESS_NS_FILES: Final = (
+    ("user", _ffi.CLONE_NEWUSER),
+    ("mnt", _ffi.CLONE_NEWNS),
+    ("net", _ffi.CLONE_NEWNET),
+    ("uts", _ffi.CLONE_NEWUTS),
+    ("ipc", _ffi.CLONE_NEWIPC),
+    ("pid", _ffi.CLONE_NEWPID),
+)
 FORWARDED: Final = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 # Maps every uid/gid to itself: files keep their owners, and root inside is uid 0.
 IDENTITY_MAP: Final = "0 0 4294967295\n"
