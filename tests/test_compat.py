@@ -27,3 +27,42 @@ def test_share_node_id_gives_a_decoded_report_the_items_own(pytester: pytest.Pyt
         assert getattr(report, "_id") is getattr(item, "_id")  # noqa: B009
     else:
         assert report.nodeid is item.nodeid
+
+
+SHARED_SUITE = """
+import pytest
+
+@pytest.fixture(scope="module")
+def shared():
+    return 1
+
+def test_a(shared): pass
+def test_b(shared): pass
+
+@pytest.mark.parametrize("x", [1, 2])
+def test_c(shared, x): pass
+
+class TestD:
+    def test_d(self): pass
+"""
+
+
+def test_shared_setup_and_teardown_are_skipped_only_when_there_is_nothing_to_do(
+    pytester: pytest.Pytester,
+) -> None:
+    modcol = pytester.getmodulecol(SHARED_SUITE, configargs=("-p", "no:isolate"))
+    items = [i for i in pytester.genitems([modcol]) if isinstance(i, pytest.Item)]
+    a, b, c1, c2, d = items
+    for item in items:
+        item._initrequest()  # type: ignore[attr-defined]
+    assert _compat.setup_shared_needed(a)  # nothing set up yet
+    _compat.setup_shared(a)
+    assert not _compat.setup_shared_needed(b)  # same module, the fixture is cached
+    assert not _compat.teardown_needed(a, b)
+    assert _compat.setup_shared_needed(c1)  # parametrized: always through setup_shared
+    assert _compat.setup_shared_needed(d)  # its class is not set up yet
+    assert _compat.teardown_needed(c2, None)  # the last test tears everything down
+    _compat.setup_shared(d)
+    assert _compat.teardown_needed(d, a)  # the class goes before a test outside it
+    _compat.teardown_to(d, None)
+    assert not _compat.teardown_needed(d, None)

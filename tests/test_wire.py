@@ -33,12 +33,12 @@ def test_header_layout() -> None:
     assert MAGIC == b"\xa7\x1e"
     assert HEADER.size == 7
     assert MAX_PAYLOAD == 256 * 2**20
-    assert Kind.ALL == frozenset({b"P", b"R", b"W", b"X", b"E", b"D"})
+    assert Kind.ALL == frozenset({b"R", b"W", b"X", b"E", b"D"})
 
 
 def test_encode_exact_bytes() -> None:
-    assert encode(Kind.PHASE, {"when": "call"}) == (
-        b"\xa7\x1eP\x00\x00\x00\x0f" + b'{"when":"call"}'
+    assert encode(Kind.WARNING, {"when": "call"}) == (
+        b"\xa7\x1eW\x00\x00\x00\x0f" + b'{"when":"call"}'
     )
     assert encode(Kind.DONE, None) == b"\xa7\x1eD\x00\x00\x00\x04null"
 
@@ -93,7 +93,7 @@ def test_split_at_every_byte_boundary() -> None:
 
 def test_one_byte_at_a_time_over_several_frames() -> None:
     messages: list[Message] = [
-        (Kind.PHASE, {"when": "setup"}),
+        (Kind.WARNING, {"when": "setup"}),
         (Kind.REPORT, {"outcome": "passed"}),
         (Kind.WARNING, {"message": "careful"}),
         (Kind.DONE, {}),
@@ -109,7 +109,7 @@ def test_one_byte_at_a_time_over_several_frames() -> None:
 
 def test_several_frames_in_one_feed() -> None:
     messages: list[Message] = [
-        (Kind.PHASE, {"when": "call"}),
+        (Kind.WARNING, {"when": "call"}),
         (Kind.EXIT, {"msg": "bye", "returncode": 3}),
         (Kind.ERROR, {"traceback": "Traceback ..."}),
     ]
@@ -119,10 +119,10 @@ def test_several_frames_in_one_feed() -> None:
 
 
 def test_several_frames_and_a_tail() -> None:
-    first = encode(Kind.PHASE, {"when": "call"})
+    first = encode(Kind.WARNING, {"when": "call"})
     second = encode(Kind.DONE, {})
     reader = Reader()
-    assert reader.feed(first + second[:5]) == [(Kind.PHASE, {"when": "call"})]
+    assert reader.feed(first + second[:5]) == [(Kind.WARNING, {"when": "call"})]
     assert reader.partial is True
     assert reader.feed(second[5:]) == [(Kind.DONE, {})]
     assert reader.partial is False
@@ -169,7 +169,7 @@ def test_garbage_after_short_prefix() -> None:
 
 def test_garbage_after_a_good_frame() -> None:
     reader = Reader()
-    assert reader.feed(encode(Kind.PHASE, {"when": "call"})) == [(Kind.PHASE, {"when": "call"})]
+    assert reader.feed(encode(Kind.WARNING, {"when": "call"})) == [(Kind.WARNING, {"when": "call"})]
     with pytest.raises(WireError, match=r"^unexpected bytes b'garbage!'$"):
         reader.feed(b"garbage!")
 
@@ -182,7 +182,7 @@ def test_bad_kind() -> None:
 
 
 def test_bad_magic_good_kind() -> None:
-    frame = HEADER.pack(b"\xa7\x1f", Kind.PHASE, 2) + b"{}"
+    frame = HEADER.pack(b"\xa7\x1f", Kind.WARNING, 2) + b"{}"
     with pytest.raises(WireError) as exc:
         Reader().feed(frame)
     assert str(exc.value) == "unexpected bytes " + repr(frame)
@@ -289,8 +289,8 @@ def test_drain_reports_eof(pipe: Pipe) -> None:
 
 def test_drain_without_eof(pipe: Pipe) -> None:
     r, w = pipe.r, pipe.w
-    os.write(w, encode(Kind.PHASE, {"when": "setup"}))
-    assert drain(r, Reader()) == ([(Kind.PHASE, {"when": "setup"})], False)
+    os.write(w, encode(Kind.WARNING, {"when": "setup"}))
+    assert drain(r, Reader()) == ([(Kind.WARNING, {"when": "setup"})], False)
 
 
 def test_drain_eof_mid_frame(pipe: Pipe) -> None:
@@ -316,7 +316,7 @@ def test_send_and_drain_larger_than_pipe_buffer(pipe: Pipe) -> None:
     assert size >= 4096
     blob = "".join(chr(ord("a") + i % 26) for i in range(4 * size + 12345))
     messages: list[Message] = [
-        (Kind.PHASE, {"when": "call"}),
+        (Kind.WARNING, {"when": "call"}),
         (Kind.REPORT, {"longrepr": blob, "n": 1}),
         (Kind.REPORT, {"longrepr": blob[::-1], "n": 2}),
         (Kind.DONE, {}),

@@ -88,6 +88,37 @@ def setup_shared(item: pytest.Item) -> None:
         del stack[item]
 
 
+def setup_shared_needed(item: pytest.Item) -> bool:
+    """Whether ``setup_shared`` has anything to do (or an earlier failure to repeat): a
+    collector of the chain not set up yet, or a shared fixture not cached. Parametrized
+    tests always go through it (their shared fixtures may change with the parameter)."""
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    if any(exc is not None for _, exc in stack.values()):
+        return True
+    if item.parent is not None and any(node not in stack for node in item.parent.listchain()):
+        return True
+    names = shared_fixture_names(item)
+    if not names:
+        return False
+    if getattr(item, "callspec", None) is not None:
+        return True
+    info = item._fixtureinfo  # type: ignore[attr-defined]
+    for name in names:
+        cached = info.name2fixturedefs[name][-1].cached_result
+        if cached is None or cached[2] is not None:
+            return True
+    return False
+
+
+def teardown_needed(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    """Whether ``teardown_to`` has anything to tear down before ``nextitem``."""
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    if nextitem is None:
+        return bool(stack)
+    kept = nextitem.listchain()
+    return any(node not in kept for node in stack)
+
+
 def disown_parent_setup(item: pytest.Item) -> None:
     """In the test process: drop the finalizers of what pytest's process set up.
 

@@ -92,7 +92,6 @@ class Outcome:
 class _Run:
     pid: int
     reader: wire.Reader = field(default_factory=wire.Reader)
-    phase: str | None = None
     reports: list[pytest.TestReport] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
@@ -150,9 +149,7 @@ def _restore_tuples(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _handle(run: _Run, config: pytest.Config, kind: bytes, payload: Any) -> None:
-    if kind == wire.Kind.PHASE:
-        run.phase = payload["when"]
-    elif kind == wire.Kind.REPORT:
+    if kind == wire.Kind.REPORT:
         data = _restore_tuples(payload)
         report = config.hook.pytest_report_from_serializable(config=config, data=data)
         run.reports.append(report)
@@ -232,6 +229,10 @@ def _collect_dump(run: _Run, session: Session) -> str:
     return os.pread(session.dump_fd, 1 << 22, 0).decode(errors="replace")
 
 
+def _read_usage(lease: Lease) -> Usage:
+    return lease.group.read_usage() if lease.group is not None else Usage()
+
+
 def _reap_within(pid: int, timeout: float) -> int | None:
     """The exit status of ``pid`` if it exits within ``timeout`` seconds, else None."""
     try:
@@ -289,19 +290,22 @@ def error_reports(item: pytest.Item, message: str) -> list[pytest.TestReport]:
     ]
 
 
-def _crash_phase(run: _Run) -> str:
-    seen = {r.when for r in run.reports}
-    phase = run.phase or "setup"
-    if phase in seen:  # it died after that phase's report: in the gap before the next
-        later = PHASES[PHASES.index(phase) + 1 :]
-        phase = later[0] if later else "teardown"
-    return phase
+def _crash_phase(run: _Run, config: pytest.Config) -> str:
+    """The phase a test process that died was in: the one after its last report, as
+    pytest's runner goes on (no call after a setup that did not pass, or with
+    --setup-only). Each report is sent as its phase ends, so nothing else is needed."""
+    if not run.reports:
+        return "setup"
+    last = run.reports[-1]
+    if last.when == "setup" and last.passed and not config.getoption("setuponly", False):
+        return "call"
+    return "teardown"
 
 
 def _synthesize(
     item: pytest.Item, run: _Run, spec: IsolationSpec, usage: Usage, dump: str, start: float
 ) -> tuple[list[pytest.TestReport], str]:
-    phase = _crash_phase(run)
+    phase = _crash_phase(run, item.config)
     event = "crash"
     if run.timed_out:
         event = "timeout"
@@ -417,6 +421,7 @@ def run_isolated(
     os.close(wfd)
     run = _Run(pid)
     dump = ""
+    usage: Usage | None = None
     try:
         _wait(run, item.config, rfd, wall_start + spec.timeout if spec.timeout else None)
         if run.timed_out:
@@ -424,8 +429,11 @@ def run_isolated(
         if run.timed_out or run.garbage:
             kill_sandbox(lease.pidfd)
         if run.done or run.exit is not None:
-            # It only has to exit now. Wait for that, briefly: while it lives, every page
-            # pytest writes is copied first, and its exit competes with the next fork.
+            # It only has to exit now: take the usage while it does (on another CPU), then
+            # wait for the exit, briefly: while it lives, every page pytest writes is
+            # copied first, and its exit competes with the next fork.
+            wall = time.monotonic() - wall_start
+            usage = _read_usage(lease)
             run.status = _reap_within(pid, EXIT_GRACE)
             if run.status is None:
                 session.exiting.append(pid)  # stuck (a flush?): killed below, reaped later
@@ -438,8 +446,9 @@ def run_isolated(
     finally:
         os.close(rfd)
         kill_sandbox(lease.pidfd)
-        wall = time.monotonic() - wall_start
-        usage = lease.group.read_usage() if lease.group is not None else Usage()
+        if usage is None:
+            wall = time.monotonic() - wall_start
+            usage = _read_usage(lease)
         session.pool.release(lease)
     event = ""
     if run.done and not run.garbage:

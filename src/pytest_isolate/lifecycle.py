@@ -73,24 +73,31 @@ def run_attempt(
     _compat.renew_request(item)
     # Output of the shared setup lands in the item's report sections, which the test
     # process inherits: its setup report shows it, as pytest's would.
-    with _compat.captured_phase(item, "setup"):
-        setup = _call(lambda: _compat.setup_shared(item), "setup")
-    if setup.excinfo is not None:
+    # Most tests share what the test before them set up: then there is nothing to do here
+    # (and no output to capture) before or after them.
+    setup = None
+    if _compat.setup_shared_needed(item):
+        with _compat.captured_phase(item, "setup"):
+            setup = _call(lambda: _compat.setup_shared(item), "setup")
+    failed = setup is not None and setup.excinfo is not None
+    if setup is not None and failed:
         outcome = Outcome([pytest.TestReport.from_item_and_call(item, setup)], [], None)
     else:
         outcome = runner(item, nextitem, spec)
     rerun = rerun_if(outcome.reports)
     if rerun:
-        if setup.excinfo is not None:
+        if failed:
             teardown = _call(lambda: None, "teardown")
             outcome.reports.append(pytest.TestReport.from_item_and_call(item, teardown))
         return outcome, True
-    with _compat.captured_phase(item, "teardown") as sections:
-        teardown = _call(lambda: _compat.teardown_to(item, nextitem), "teardown")
-    if setup.excinfo is not None:
-        outcome.reports.append(pytest.TestReport.from_item_and_call(item, teardown))
-    else:
-        _merge_teardown(item, outcome.reports, teardown, sections)
+    has_teardown = any(r.when == "teardown" for r in outcome.reports)
+    if failed or not has_teardown or _compat.teardown_needed(item, nextitem):
+        with _compat.captured_phase(item, "teardown") as sections:
+            teardown = _call(lambda: _compat.teardown_to(item, nextitem), "teardown")
+        if failed:
+            outcome.reports.append(pytest.TestReport.from_item_and_call(item, teardown))
+        else:
+            _merge_teardown(item, outcome.reports, teardown, sections)
     _compat.release_request(item)
     return outcome, False
 

@@ -22,14 +22,13 @@ MAX_PAYLOAD: Final = 256 * 2**20
 
 
 class Kind:
-    PHASE: Final = b"P"  # {"when": "setup" | "call" | "teardown"}
     REPORT: Final = b"R"  # pytest_report_to_serializable(...)
     WARNING: Final = b"W"  # a pytest_warning_recorded call
     EXIT: Final = b"X"  # pytest.exit() was called: {"msg", "returncode"}
     ERROR: Final = b"E"  # the plugin failed inside the test process: {"traceback"}
     DONE: Final = b"D"  # the protocol finished normally
 
-    ALL: Final = frozenset({PHASE, REPORT, WARNING, EXIT, ERROR, DONE})
+    ALL: Final = frozenset({REPORT, WARNING, EXIT, ERROR, DONE})
 
 
 class WireError(Exception):
