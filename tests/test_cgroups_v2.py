@@ -9,11 +9,13 @@ boots one; they skip elsewhere), but only ever create, touch and remove groups u
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -1078,3 +1080,60 @@ def test_real_sweep(real_backend: CgroupV2) -> None:
             os.rmdir(os.path.join(top, owner_token(), "unit-session"))
         except FileNotFoundError:
             pass
+
+
+REAL_DELEGATED_CHILD = """
+import json, os, sys
+from pytest_isolate.cgroups.v2 import LEAF_PREFIX, CgroupV2, leave_delegated, own_cgroup
+
+mount, base, stale = sys.argv[1:]
+d = mount + base
+with open(f"{d}/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))  # pytest started in the delegated scope
+os.mkdir(f"{d}/{LEAF_PREFIX}{stale}")  # the leaf a killed run left
+backend = CgroupV2.delegated(mount, base)
+group = backend.create()
+caps = ("cpu.max", "memory.max", "pids.max")
+seen = {"pytest": own_cgroup(), "group": group.path,
+        "enabled": open(f"{d}/cgroup.subtree_control").read().split(),
+        "files": sorted(f for f in os.listdir(group.path) if f in caps)}
+os.makedirs(f"{d}/pytest-isolate/{stale}/3")  # a group of the killed run's session
+seen["swept"] = sorted(backend.sweep())
+group.remove()
+backend.close()
+leave_delegated()
+seen["after"] = own_cgroup()
+seen["left"] = sorted(e.name for e in os.scandir(d) if e.is_dir())
+seen["enabled_after"] = open(f"{d}/cgroup.subtree_control").read().split()
+print(json.dumps(seen))
+"""
+
+
+@needs_cgroup_v2
+def test_real_delegated_base_round_trip() -> None:
+    """The real kernel's rules, as root: a process in a delegated base moves into its leaf,
+    enables the controllers, builds a group, sweeps what a killed run left there, and
+    leaves the base as it found it."""
+    mount = detect().hierarchies()[0]  # type: ignore[union-attr]
+    base = f"/{PREFIX}-unit-{uuid.uuid4().hex[:12]}"
+    stale = f"{_unused_pid()}.1"
+    os.mkdir(mount + base)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", REAL_DELEGATED_CHILD, mount, base, stale],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+        assert os.path.dirname(seen["pytest"]) == base
+        assert is_leaf_name(os.path.basename(seen["pytest"]))
+        assert seen["group"].startswith(f"{mount}{base}/{PREFIX}/")
+        assert seen["enabled"] == ["cpu", "memory", "pids"]
+        assert seen["files"] == ["cpu.max", "memory.max", "pids.max"]
+        assert seen["swept"] == sorted(
+            [f"{mount}{base}/{PREFIX}/{stale}/3", f"{mount}{base}/{LEAF_PREFIX}{stale}"]
+        )
+        assert (seen["after"], seen["left"], seen["enabled_after"]) == (base, [], [])
+    finally:
+        for dirpath, _, _ in sorted(os.walk(mount + base), key=lambda t: -t[0].count("/")):
+            os.rmdir(dirpath)
