@@ -15,6 +15,9 @@ needed to set them up):
   fresh proc in a mount namespace owned by a new user namespace ("mount_too_revealing").
 - ``no-userns``: a user namespace (identity-mapped, so root stays root) whose
   ``user.max_user_namespaces`` is 0: nothing started in it can create a user namespace.
+- ``cgroup=PATH``: move into the cgroup v2 group PATH (as /proc/self/cgroup shows it), as
+  root, before dropping to the user: how a process comes to sit in a group delegated to its
+  user (``systemd-run --user --scope -p Delegate=yes`` starts its command in the scope).
 - ``user=NAME``: drop to that unprivileged user (last).
 """
 
@@ -166,6 +169,11 @@ def no_user_namespaces() -> None:
         f.write("0")
 
 
+def join_cgroup(path: str) -> None:
+    with open(f"/sys/fs/cgroup{path}/cgroup.procs", "w") as f:
+        f.write(str(os.getpid()))
+
+
 def become(name: str) -> None:
     user = pwd.getpwnam(name)
     os.setgroups([])
@@ -189,6 +197,8 @@ def main(argv: list[str]) -> None:
             mask_proc()
         elif condition == "no-userns":
             no_user_namespaces()
+        elif condition.startswith("cgroup="):
+            join_cgroup(condition[len("cgroup=") :])
         elif condition.startswith("user="):
             user = condition[5:]
         else:

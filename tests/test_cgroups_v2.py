@@ -9,11 +9,13 @@ boots one; they skip elsewhere), but only ever create, touch and remove groups u
 from __future__ import annotations
 
 import errno
+import json
 import os
 import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -36,7 +38,17 @@ from pytest_isolate.cgroups import (
     v2,
 )
 from pytest_isolate.cgroups.v1 import CgroupV1, GroupV1
-from pytest_isolate.cgroups.v2 import CONTROLLERS, CPU_PERIOD_US, UNIFIED, CgroupV2, GroupV2
+from pytest_isolate.cgroups.v2 import (
+    CONTROLLERS,
+    CPU_PERIOD_US,
+    LEAF_PREFIX,
+    UNIFIED,
+    CgroupV2,
+    GroupV2,
+    is_leaf_name,
+    leave_delegated,
+    own_cgroup,
+)
 
 MiB = 2**20
 
@@ -536,6 +548,273 @@ def test_sweep_fake(tmp_path: Path) -> None:
     assert os.path.isdir(own.path)
 
 
+# -- a delegated base (rootless) on a fake cgroupfs that keeps v2's rules -----------------------
+
+
+class FakeKernel:
+    """The cgroup v2 rules a delegated base depends on, over plain directories under ``root``
+    (so that rmdir works as on cgroupfs): each group's processes, the controllers it enables
+    and those it may enable are kept here; ``<proc>/self/cgroup`` follows this process."""
+
+    def __init__(self, root: Path, proc: Path) -> None:
+        self.root = root
+        self.proc = proc
+        self.procs: dict[Path, list[int]] = {root: []}
+        self.enabled: dict[Path, set[str]] = {root: set(CONTROLLERS)}
+        self.available: dict[Path, set[str]] = {root: set(CONTROLLERS)}
+        self.writes: list[tuple[str, str]] = []
+        self.real_read = v2._read  # type: ignore[attr-defined]
+
+    def mkdir(self, path: str) -> None:
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        if d not in self.procs:
+            self.procs[d], self.enabled[d] = [], set()
+            self.available[d] = set(self.enabled[d.parent])
+
+    def _children(self, d: Path) -> list[Path]:
+        return [e for e in d.iterdir() if e.is_dir()]
+
+    def rmdir(self, path: str) -> bool:
+        if self.procs.get(Path(path)):
+            return False  # EBUSY
+        try:
+            os.rmdir(path)
+        except OSError:
+            return False
+        return True
+
+    def read(self, path: str) -> str:
+        d, name = Path(path).parent, Path(path).name
+        if d not in self.procs or not d.is_dir():
+            return str(self.real_read(path))
+        if name == "cgroup.procs":
+            return "".join(f"{pid}\n" for pid in self.procs[d])
+        if name == "cgroup.subtree_control":
+            return " ".join(sorted(self.enabled[d])) + "\n"
+        if name == "cgroup.controllers":
+            return " ".join(sorted(self.available[d])) + "\n"
+        return str(self.real_read(path))
+
+    def write(self, path: str, value: str) -> None:
+        d, name = Path(path).parent, Path(path).name
+        self.writes.append((str(d.relative_to(self.root)), f"{name} {value}"))
+        if name == "cgroup.procs":
+            if self.enabled[d] and d != self.root:
+                raise CgroupError(errno.EBUSY, f"{path}: the group enables controllers")
+            pid = os.getpid() if value == "0" else int(value)
+            for procs in self.procs.values():
+                if pid in procs:
+                    procs.remove(pid)
+            self.procs[d].append(pid)
+            if pid == os.getpid():
+                (self.proc / "self" / "cgroup").write_text(f"0::/{d.relative_to(self.root)}\n")
+        elif name == "cgroup.subtree_control":
+            enabled = set(self.enabled[d])
+            for word in value.split():
+                controller = word[1:]
+                if word[0] == "+" and self.procs[d]:
+                    raise CgroupError(errno.EBUSY, f"{path}: the group holds processes")
+                if word[0] == "+" and controller not in self.available[d]:
+                    raise CgroupError(errno.ENOENT, f"{path}: {controller} not available")
+                users = [c for c in self._children(d) if controller in self.enabled.get(c, ())]
+                if word[0] == "-" and users:
+                    raise CgroupError(errno.EBUSY, f"{path}: a child enables {controller}")
+                (enabled.add if word[0] == "+" else enabled.discard)(controller)
+            self.enabled[d] = enabled
+        else:
+            Path(path).write_text(value)
+
+    def enter(self, group: str, pid: int | None = None) -> None:
+        self.write(str(self.root / group / "cgroup.procs"), str(pid or os.getpid()))
+
+    def tree(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_dir())
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
+    """A fake cgroup2 mount whose root passes cpu, memory and pids on, with a delegated
+    group ``deleg``; this process's /proc (its stat for its token, its cgroup)."""
+    proc = tmp_path / "proc"
+    _write_stat(proc, os.getpid(), 1000)
+    (proc / "self").mkdir()
+    root = tmp_path / "cg"
+    root.mkdir()
+    fake = FakeKernel(root, proc)
+    monkeypatch.setattr(v2, "_makedirs", fake.mkdir)
+    monkeypatch.setattr(v2, "_rmdir_quietly", fake.rmdir)
+    monkeypatch.setattr(v2, "_read", fake.read)
+    monkeypatch.setattr(v2, "_write", fake.write)
+    monkeypatch.setattr(v2, "_delegated", {})  # this process's record of what it changed
+    fake.mkdir(str(root / "deleg"))
+    return fake
+
+
+def _delegated_backend(kernel: FakeKernel, base: str = "/deleg") -> CgroupV2:
+    return CgroupV2.delegated(str(kernel.root), base, proc=str(kernel.proc))
+
+
+def test_delegated_backend_uses_what_the_parent_passes_on(kernel: FakeKernel) -> None:
+    kernel.available[kernel.root / "deleg"] |= {"cpuset", "io"}
+    backend = _delegated_backend(kernel)
+    assert backend.controllers == frozenset(CONTROLLERS)
+    assert backend.hierarchies() == [str(kernel.root / "deleg")]
+    token = f"{os.getpid()}.1000"
+    assert backend.session_dirs() == [str(kernel.root / "deleg" / PREFIX / token)]
+    kernel.available[kernel.root / "deleg"] = {"memory", "pids"}
+    assert _delegated_backend(kernel).controllers == frozenset({"memory", "pids"})
+
+
+def test_delegated_pytest_in_the_base_moves_into_a_leaf_then_back(kernel: FakeKernel) -> None:
+    """The systemd-run scope: pytest is the base's process. It moves into a leaf of its own,
+    enables the controllers, builds its groups; at the end everything is as it was."""
+    kernel.enter("deleg")
+    kernel.writes.clear()
+    backend = _delegated_backend(kernel)
+    group = backend.create()
+    token = f"{os.getpid()}.1000"
+    base = kernel.root / "deleg"
+    assert kernel.enabled[base] == set(CONTROLLERS)
+    assert (kernel.proc / "self" / "cgroup").read_text() == f"0::/deleg/{LEAF_PREFIX}{token}\n"
+    assert group.path == str(base / PREFIX / token / "1")
+    assert group.controllers == frozenset(CONTROLLERS)
+    session = [f"deleg/{PREFIX}", f"deleg/{PREFIX}/{token}", f"deleg/{PREFIX}/{token}/1"]
+    assert kernel.tree() == sorted(["deleg", *session, f"deleg/{LEAF_PREFIX}{token}"])
+    backend.create()  # the base is ready: no more writes to it
+    assert kernel.writes[:3] == [
+        (f"deleg/{LEAF_PREFIX}{token}", f"cgroup.procs {os.getpid()}"),
+        ("deleg", "cgroup.subtree_control +cpu +memory +pids"),
+        (f"deleg/{PREFIX}", "cgroup.subtree_control +cpu +memory +pids"),
+    ]
+    assert len([w for w in kernel.writes if w[0] == "deleg"]) == 1
+    os.rmdir(group.path)
+    backend.close()
+    assert kernel.tree() == ["deleg", f"deleg/{LEAF_PREFIX}{token}"]
+    leave_delegated()
+    assert kernel.tree() == ["deleg"]
+    assert kernel.enabled[base] == set()
+    assert kernel.procs[base] == [os.getpid()]
+    assert (kernel.proc / "self" / "cgroup").read_text() == "0::/deleg\n"
+    leave_delegated()  # nothing left to undo
+    assert kernel.tree() == ["deleg"]
+
+
+def test_delegated_pytest_below_the_base_stays_where_it_is(kernel: FakeKernel) -> None:
+    kernel.mkdir(str(kernel.root / "deleg" / "shell"))
+    kernel.enter("deleg/shell")
+    kernel.writes.clear()
+    backend = _delegated_backend(kernel)
+    backend.create()
+    assert (kernel.proc / "self" / "cgroup").read_text() == "0::/deleg/shell\n"
+    assert not [w for w in kernel.writes if w[1].startswith("cgroup.procs")]
+    backend.close()
+    leave_delegated()
+    assert kernel.enabled[kernel.root / "deleg"] == set()
+    assert kernel.tree() == ["deleg", "deleg/shell"]
+
+
+def test_delegated_base_with_other_processes_is_refused_and_left_as_found(
+    kernel: FakeKernel,
+) -> None:
+    kernel.enter("deleg")
+    kernel.enter("deleg", 4242)  # a shell that started pytest, say
+    backend = _delegated_backend(kernel)
+    with pytest.raises(CgroupError) as exc:
+        backend.create()
+    assert exc.value.errno == errno.EBUSY
+    control = kernel.root / "deleg" / "cgroup.subtree_control"
+    assert exc.value.strerror == (
+        f"cannot write '+cpu +memory +pids' to {control}: the delegated cgroup holds processes "
+        f"other than pytest (4242), and controllers can be enabled only in a cgroup without "
+        "processes"
+    )
+    assert kernel.tree() == ["deleg"]  # back in the base, the leaf removed
+    assert sorted(kernel.procs[kernel.root / "deleg"]) == sorted([4242, os.getpid()])
+    leave_delegated()
+    assert kernel.tree() == ["deleg"]
+
+
+def test_delegated_parent_without_cpu_gives_memory_and_pids(kernel: FakeKernel) -> None:
+    kernel.available[kernel.root / "deleg"] = {"memory", "pids"}
+    kernel.enter("deleg")
+    backend = _delegated_backend(kernel)
+    group = backend.create()
+    assert group.controllers == frozenset({"memory", "pids"})
+    assert kernel.enabled[kernel.root / "deleg"] == {"memory", "pids"}
+    group.set_limits(Limits(cpu=0.5, mem=64 * MiB, pids=8))  # the cpu cap cannot be set
+    assert not (Path(group.path) / "cpu.max").exists()
+    assert (Path(group.path) / "memory.max").read_text() == str(64 * MiB)
+
+
+def test_delegated_undo_waits_for_another_run_under_the_same_base(kernel: FakeKernel) -> None:
+    kernel.enter("deleg")
+    backend = _delegated_backend(kernel)
+    os.rmdir(backend.create().path)
+    backend.close()
+    other = kernel.root / "deleg" / PREFIX / "1.1"  # another run's session, still in use
+    kernel.mkdir(str(other.parent))
+    kernel.write(str(other.parent / "cgroup.subtree_control"), "+memory")
+    kernel.mkdir(str(other))
+    leave_delegated()  # cannot disable memory: pytest stays in its leaf, no error
+    token = f"{os.getpid()}.1000"
+    assert f"deleg/{LEAF_PREFIX}{token}" in kernel.tree()
+    assert (kernel.proc / "self" / "cgroup").read_text() == f"0::/deleg/{LEAF_PREFIX}{token}\n"
+
+
+def test_delegated_record_is_undone_only_by_the_process_that_made_it(kernel: FakeKernel) -> None:
+    kernel.enter("deleg")
+    os.rmdir(_delegated_backend(kernel).create().path)
+    record = v2._delegated[str(kernel.root / "deleg")]
+    record.pid = os.getpid() + 1  # as a forked child of pytest sees it
+    leave_delegated()
+    assert kernel.enabled[kernel.root / "deleg"] == set(CONTROLLERS)
+
+
+def test_delegated_sweep_removes_stale_leaves_and_groups(kernel: FakeKernel) -> None:
+    _write_stat(kernel.proc, 4242, 555)  # a live run
+    base = kernel.root / "deleg"
+    kernel.mkdir(str(base / "sub"))
+    kernel.enter("deleg/sub")
+    backend = _delegated_backend(kernel)
+    own = backend.create()
+    for name in ("pytest-isolate-4242.555", "pytest-isolate-4242.554", "pytest-isolate-7777.1",
+                 "pytest-isolate-busy.1", "pytest-isolate-8888.2", "other"):  # fmt: skip
+        kernel.mkdir(str(base / name))
+    kernel.enter("deleg/pytest-isolate-8888.2", 8888)  # a process of that run lives on
+    (base / PREFIX / "7777.1" / "3").mkdir(parents=True)  # a group of a run that is gone
+    swept = backend.sweep()
+    stale = (f"{PREFIX}/7777.1/3", "pytest-isolate-4242.554", "pytest-isolate-7777.1")
+    assert sorted(swept) == sorted(str(base / p) for p in stale)
+    assert os.listdir(base / PREFIX) == [f"{os.getpid()}.1000"]
+    left = {p.name for p in base.iterdir() if p.is_dir()}
+    assert left == {PREFIX, "sub", "other", "pytest-isolate-4242.555", "pytest-isolate-busy.1",
+                    "pytest-isolate-8888.2"}  # fmt: skip
+    assert os.path.isdir(own.path)
+
+
+@pytest.mark.parametrize(
+    ("name", "leaf"),
+    [("pytest-isolate-12.345", True), ("pytest-isolate-deleg", False), ("pytest-isolate", False),
+     ("pytest-isolate-1.2.3", False), ("x-pytest-isolate-1.2", False)],
+)  # fmt: skip
+def test_is_leaf_name(name: str, leaf: bool) -> None:
+    assert is_leaf_name(name) is leaf
+
+
+def test_own_cgroup(tmp_path: Path) -> None:
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "cgroup").write_text("0::/user.slice/x.scope\n")
+    assert own_cgroup(str(tmp_path)) == "/user.slice/x.scope"
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "cgroup").write_text("12:pids:/a\n1:name=systemd:/b\n0::/\n")
+    assert own_cgroup(str(tmp_path), 7) == "/"
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8" / "cgroup").write_text("12:pids:/a\n")  # v1 only
+    assert own_cgroup(str(tmp_path), 8) is None
+    assert own_cgroup(str(tmp_path), 9) is None
+
+
 # -- the real kernel (cgroup v2: run in the guest of .ci/v2-guest) --------------------------------
 
 GroupFactory = Callable[[], GroupV2]
@@ -801,3 +1080,60 @@ def test_real_sweep(real_backend: CgroupV2) -> None:
             os.rmdir(os.path.join(top, owner_token(), "unit-session"))
         except FileNotFoundError:
             pass
+
+
+REAL_DELEGATED_CHILD = """
+import json, os, sys
+from pytest_isolate.cgroups.v2 import LEAF_PREFIX, CgroupV2, leave_delegated, own_cgroup
+
+mount, base, stale = sys.argv[1:]
+d = mount + base
+with open(f"{d}/cgroup.procs", "w") as f:
+    f.write(str(os.getpid()))  # pytest started in the delegated scope
+os.mkdir(f"{d}/{LEAF_PREFIX}{stale}")  # the leaf a killed run left
+backend = CgroupV2.delegated(mount, base)
+group = backend.create()
+caps = ("cpu.max", "memory.max", "pids.max")
+seen = {"pytest": own_cgroup(), "group": group.path,
+        "enabled": open(f"{d}/cgroup.subtree_control").read().split(),
+        "files": sorted(f for f in os.listdir(group.path) if f in caps)}
+os.makedirs(f"{d}/pytest-isolate/{stale}/3")  # a group of the killed run's session
+seen["swept"] = sorted(backend.sweep())
+group.remove()
+backend.close()
+leave_delegated()
+seen["after"] = own_cgroup()
+seen["left"] = sorted(e.name for e in os.scandir(d) if e.is_dir())
+seen["enabled_after"] = open(f"{d}/cgroup.subtree_control").read().split()
+print(json.dumps(seen))
+"""
+
+
+@needs_cgroup_v2
+def test_real_delegated_base_round_trip() -> None:
+    """The real kernel's rules, as root: a process in a delegated base moves into its leaf,
+    enables the controllers, builds a group, sweeps what a killed run left there, and
+    leaves the base as it found it."""
+    mount = detect().hierarchies()[0]  # type: ignore[union-attr]
+    base = f"/{PREFIX}-unit-{uuid.uuid4().hex[:12]}"
+    stale = f"{_unused_pid()}.1"
+    os.mkdir(mount + base)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", REAL_DELEGATED_CHILD, mount, base, stale],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+        assert os.path.dirname(seen["pytest"]) == base
+        assert is_leaf_name(os.path.basename(seen["pytest"]))
+        assert seen["group"].startswith(f"{mount}{base}/{PREFIX}/")
+        assert seen["enabled"] == ["cpu", "memory", "pids"]
+        assert seen["files"] == ["cpu.max", "memory.max", "pids.max"]
+        assert seen["swept"] == sorted(
+            [f"{mount}{base}/{PREFIX}/{stale}/3", f"{mount}{base}/{LEAF_PREFIX}{stale}"]
+        )
+        assert (seen["after"], seen["left"], seen["enabled_after"]) == (base, [], [])
+    finally:
+        for dirpath, _, _ in sorted(os.walk(mount + base), key=lambda t: -t[0].count("/")):
+            os.rmdir(dirpath)

@@ -182,3 +182,44 @@ def test_isolation_is_frozen() -> None:
     with pytest.raises(AttributeError):
         iso.mode = "fork"  # type: ignore[misc]
     assert isolation.PROPERTY == "isolate_missing"
+
+
+PARTIAL = Check(CGROUPS, False, "cgroup v2: memory, pids; controllers missing: cpu", "delegate cpu")
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_missing_controllers_keep_the_other_caps(root: bool) -> None:
+    """A delegated scope whose parent does not pass cpu on: memory and pids caps still apply;
+    only a test with a cpu cap misses something, and the fix is the probe's."""
+    iso = decide_isolation("linux", root, checks(cgroup=PARTIAL))
+    assert iso.plan.cgroups and not iso.complete
+    assert (iso.cgroup_version, iso.controllers) == (2, ("memory", "pids"))
+    assert header_line(iso).endswith(", cgroup v2 (memory pids)")
+    (missing,) = iso.missing
+    assert missing == isolation.Missing(
+        "cpu cap", "the cgroup v2 cpu controller is not available here", "delegate cpu"
+    )
+    assert iso.missing_for(["mem", "pids"]) == ()
+    assert iso.missing_for(["cpu"]) == ("cpu cap",)
+    assert iso.missing_for(True) == ("cpu cap",) and iso.missing_for(False) == ()
+    assert "missing cpu cap (the cgroup v2 cpu controller" in strict_error(iso, "x")
+    text = warning_text(iso, iso.missing_for(True))
+    assert text == (
+        "pytest-isolate: isolated tests run without cpu cap (the cgroup v2 cpu controller is "
+        "not available here); fix: delegate cpu"
+    )
+
+
+def test_no_cgroups_rootless_takes_the_probes_fix() -> None:
+    fix = "start pytest as the only process of a cgroup delegated to you: systemd-run ..."
+    iso = decide_isolation("linux", False, checks(cgroup=Check(CGROUPS, False, "none", fix)))
+    assert not iso.plan.cgroups and iso.cgroup_version is None
+    assert iso.missing[0].fix == fix
+    iso = decide_isolation("linux", True, checks(cgroup=Check(CGROUPS, False, "none", fix)))
+    assert iso.missing[0].fix.startswith("mount the cgroup v1")  # as root: as before
+
+
+def test_cgroup_parts_count_only_for_tests_with_caps() -> None:
+    iso = decide_isolation("linux", False, checks(CGROUPS))
+    assert iso.missing_for(["pids"]) == (CGROUPS,)
+    assert iso.missing_for([]) == ()

@@ -15,7 +15,7 @@ Modes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -28,6 +28,7 @@ from .probe import (
     PROC,
     USERNS,
     Check,
+    parse_cgroup_detail,
 )
 
 Mode = Literal["sandbox", "fork", "in-process"]
@@ -36,6 +37,17 @@ PARTS: Final = (USERNS, NAMESPACES, OVERLAY, PROC, CGROUPS)
 
 PROPERTY: Final = "isolate_missing"
 """The user property naming the parts a test ran without."""
+
+CAPS: Final = frozenset({"cpu", "mem", "pids"})
+CONTROLLER_PARTS: Final = {
+    "cpu": ("cpu cap", frozenset({"cpu"})),
+    "memory": ("memory cap", frozenset({"mem"})),
+    "pids": ("pids cap", frozenset({"pids"})),
+    "cpuacct": ("cpu accounting", CAPS),
+}
+"""A missing cgroup controller: the part the tests miss, and the caps that make a test miss
+it (a test without them does not)."""
+_PART_CAPS: Final = {CGROUPS: CAPS, **dict(CONTROLLER_PARTS.values())}
 
 
 @dataclass(frozen=True)
@@ -97,9 +109,17 @@ class Isolation:
     def complete(self) -> bool:
         return not self.missing
 
-    def missing_for(self, wants_caps: bool) -> tuple[str, ...]:
-        """Names of the missing parts a test asks for (caps only if it has a cap)."""
-        return tuple(m.part for m in self.missing if wants_caps or m.part != CGROUPS)
+    def missing_for(self, caps: bool | Collection[str]) -> tuple[str, ...]:
+        """Names of the missing parts a test asks for. ``caps``: the caps it sets ("cpu",
+        "mem", "pids"), or True / False for all / none; the cgroup parts count only for a
+        test with one of the caps they serve."""
+        wanted = CAPS if caps is True else frozenset() if caps is False else frozenset(caps)
+
+        def asked(part: str) -> bool:
+            serves = _PART_CAPS.get(part)
+            return serves is None or bool(serves & wanted)
+
+        return tuple(m.part for m in self.missing if asked(m.part))
 
 
 def _userns_cause(sysctls: Mapping[str, str | None], rootless: bool) -> tuple[str, str]:
@@ -195,21 +215,26 @@ def decide_isolation(
                 else "run pytest as root outside the container",
             )
         )
-    cgroups = ok(CGROUPS)
-    version: int | None = None
-    controllers: tuple[str, ...] = ()
+    # "cgroup v2: cpu, memory, pids", or with some controllers missing (the check fails, and
+    # the caps of the others are still set): "cgroup v2: memory, pids; controllers missing: cpu"
+    version, controllers, absent = parse_cgroup_detail(detail(CGROUPS))
+    cgroups = version is not None and bool(controllers) and (ok(CGROUPS) or bool(absent))
+    check = checks.get(CGROUPS)
     if cgroups:
-        text = detail(CGROUPS)  # "cgroup v1: cpu, cpuacct, memory, pids"
-        head, _, tail = text.partition(":")
-        version = int(head.rsplit("v", 1)[1]) if "v" in head else None
-        controllers = tuple(c.strip() for c in tail.split(",") if c.strip())
+        for name in absent:
+            part, _ = CONTROLLER_PARTS.get(name, (f"{name} controller", CAPS))
+            why = f"the cgroup v{version} {name} controller is not available here"
+            missing.append(Missing(part, why, check.fix if check is not None else ""))
     else:
-        fix = (
-            "delegate a cgroup to this user and name it with --isolate-cgroup-root "
-            "(see the README's rootless setup)"
-            if rootless
-            else "mount the cgroup v1 cpu, cpuacct, memory and pids controllers read-write"
-        )
+        version, controllers = None, ()
+        fix = "mount the cgroup v1 cpu, cpuacct, memory and pids controllers read-write"
+        if rootless:
+            fix = (
+                check.fix
+                if check is not None and check.fix
+                else "delegate a cgroup to this user and name it with --isolate-cgroup-root "
+                "(see the README's rootless setup)"
+            )
         missing.append(Missing(CGROUPS, detail(CGROUPS), fix))
     plan = BuildPlan(
         userns=("first" if rootless else "last") if userns_ok else "",

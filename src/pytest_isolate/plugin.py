@@ -12,6 +12,7 @@ import pytest
 
 from . import coverage_support, integrations, lifecycle, wire
 from ._compat import teardown_to
+from .cgroups import leave_delegated
 from .child import current_channel
 from .controller import Session, error_reports, run_isolated
 from .forked import run_forked
@@ -185,10 +186,10 @@ def _missing(item: pytest.Item) -> tuple[str, ...]:
     if isolation is None or isolation.complete or not _asks_for_isolation(item):
         return ()
     decision = _decision(item)
-    wants_caps = not isinstance(decision, IsolationSpec) or any(
-        v is not None for v in (decision.cpu, decision.mem, decision.pids)
-    )
-    return isolation.missing_for(wants_caps)
+    if not isinstance(decision, IsolationSpec):
+        return isolation.missing_for(True)
+    caps = {"cpu": decision.cpu, "mem": decision.mem, "pids": decision.pids}
+    return isolation.missing_for([key for key, value in caps.items() if value is not None])
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -338,4 +339,5 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state is not None and state.session is not None:
         state.session.close()
         state.session = None
+    leave_delegated()  # the probe may have moved pytest into a leaf of a delegated cgroup
     coverage_support.cleanup(config)

@@ -9,10 +9,11 @@ works, what failed, and the command that would fix it.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import _ffi
@@ -166,13 +167,19 @@ def _fresh_proc(root: bool, scratch: str) -> None:
         raise PermissionError("the kernel refuses a fresh proc mount")
 
 
-def cgroup_backend(cgroup_root: str = "") -> CgroupBackend | None:
+SYSTEMD_RUN = "systemd-run --user --scope -p Delegate=yes"
+"""The prefix that starts a command in a cgroup v2 scope delegated to the user."""
+
+
+def cgroup_backend(cgroup_root: str = "", proc: str = "/proc") -> CgroupBackend | None:
     """The cgroup backend to use: under ``cgroup_root`` if given, else the host's, else
-    (rootless) the delegated subtree this process sits in, found from /proc/self/cgroup."""
+    (rootless) the delegated cgroup this process sits in, found from /proc/self/cgroup
+    (``proc``: where procfs is, for tests)."""
     from .cgroups import detect, parse_mountinfo
     from .cgroups.v1 import CONTROLLERS, CgroupV1
+    from .cgroups.v2 import is_leaf_name, mount_point, own_cgroup
 
-    with open("/proc/self/mountinfo") as f:
+    with open(f"{proc}/self/mountinfo") as f:
         entries = parse_mountinfo(f.read())
     mounts: dict[str, str] = {}
     for entry in entries:
@@ -180,22 +187,58 @@ def cgroup_backend(cgroup_root: str = "") -> CgroupBackend | None:
             for controller in CONTROLLERS:
                 if controller in entry.super_options:
                     mounts.setdefault(controller, entry.mount_point)
+    unified = mount_point(entries)
     if cgroup_root:
         under = {c: m + cgroup_root for c, m in mounts.items() if os.path.isdir(m + cgroup_root)}
-        if not under:
-            raise FileNotFoundError(f"no cgroup v1 hierarchy has {cgroup_root}")
-        writable = {c: d for c, d in under.items() if os.access(d, os.W_OK)}
-        return CgroupV1(writable) if writable else None
+        if under:
+            writable = {c: d for c, d in under.items() if os.access(d, os.W_OK)}
+            return CgroupV1(writable) if writable else None
+        if unified is not None and os.path.isdir(unified + cgroup_root):
+            return _v2_under(unified, cgroup_root, proc)
+        raise FileNotFoundError(f"no cgroup hierarchy has {cgroup_root}")
     backend = detect(entries)
-    if backend is not None or not mounts:
+    if backend is not None:
         return backend
     own: dict[str, str] = {}
-    for line in (_read("/proc/self/cgroup") or "").splitlines():
+    for line in (_read(f"{proc}/self/cgroup") or "").splitlines():
         _, names, path = line.split(":", 2)
         for controller in names.split(","):
             if controller in mounts and _delegated(mounts[controller] + path):
                 own[controller] = mounts[controller] + path.rstrip("/")
-    return CgroupV1(own) if own else None
+    if own:
+        return CgroupV1(own)
+    current = own_cgroup(proc)
+    if unified is None or current is None:
+        return None
+    if is_leaf_name(os.path.basename(current)):
+        # Our own leaf: a pytest that moved started us (the builder, an xdist worker).
+        current = os.path.dirname(current)
+    if current != "/" and _delegated_v2(unified + current):
+        return _v2_under(unified, current, proc)
+    return None
+
+
+def _v2_under(mount: str, path: str, proc: str) -> CgroupBackend:
+    """The v2 backend under the cgroup ``path``: as root, any; rootless, one delegated to
+    us that this process sits in (or below), since only there may we move a process."""
+    from .cgroups import CgroupError
+    from .cgroups.v2 import CgroupV2, own_cgroup
+
+    if not is_real_root():
+        if not _delegated_v2(mount + path):
+            raise PermissionError(
+                errno.EACCES, f"{mount + path} is not delegated to this user (uid "
+                f"{os.geteuid()}): it, its cgroup.procs and its cgroup.subtree_control must be "
+                "owned by the user, as systemd's Delegate=yes does",
+            )  # fmt: skip
+        own = own_cgroup(proc)
+        if own is None or not (own == path or own.startswith(path.rstrip("/") + "/")):
+            raise CgroupError(
+                errno.EACCES, f"pytest runs in the cgroup {own}, outside {path}: on cgroup v2 "
+                "an ordinary user can move processes only within a cgroup delegated to it, so "
+                "pytest must be started inside it",
+            )  # fmt: skip
+    return CgroupV2.delegated(mount, path)
 
 
 def _delegated(path: str) -> bool:
@@ -210,31 +253,99 @@ def _delegated(path: str) -> bool:
         return False
 
 
-def _cgroups(root: bool, cgroup_root: str = "") -> Check:
+def _delegated_v2(path: str) -> bool:
+    """A cgroup v2 directory delegated to us, as ``_delegated``, with the files that make a
+    delegation (systemd's Delegate=yes chowns them): cgroup.procs, cgroup.subtree_control."""
+    return _delegated(path) and all(
+        os.access(os.path.join(path, name), os.W_OK)
+        for name in ("cgroup.procs", "cgroup.subtree_control")
+    )
+
+
+def _pure_v2(proc: str = "/proc") -> bool:
+    """cgroup2 is mounted and no cgroup v1 hierarchy holds a controller we use."""
+    from .cgroups import parse_mountinfo
+    from .cgroups.v1 import CONTROLLERS
+
+    with open(f"{proc}/self/mountinfo") as f:
+        entries = parse_mountinfo(f.read())
+    v1 = any(e.fstype == "cgroup" and e.super_options & set(CONTROLLERS) for e in entries)
+    return not v1 and any(e.fstype == "cgroup2" for e in entries)
+
+
+def cgroup_detail(version: int, controllers: Iterable[str], missing: Iterable[str] = ()) -> str:
+    """The cgroup check's detail: ``cgroup v2: memory, pids; controllers missing: cpu``."""
+    text = f"cgroup v{version}: {', '.join(sorted(controllers))}"
+    missing = sorted(missing)
+    return text + (f"; controllers missing: {', '.join(missing)}" if missing else "")
+
+
+def parse_cgroup_detail(text: str) -> tuple[int | None, tuple[str, ...], tuple[str, ...]]:
+    """(version, controllers, missing controllers) of a ``cgroup_detail`` text; version
+    None for any other text (no cgroups to use)."""
+    head, _, rest = text.partition(": ")
+    if not head.startswith("cgroup v") or not head[len("cgroup v") :].isdigit():
+        return None, (), ()
+    used, _, absent = rest.partition("; controllers missing: ")
+
+    def names(part: str) -> tuple[str, ...]:
+        return tuple(c.strip() for c in part.split(",") if c.strip())
+
+    return int(head[len("cgroup v") :]), names(used), names(absent)
+
+
+def _rootless_cgroup_fix(v2: bool) -> str:
+    if v2:
+        return (
+            f"start pytest as the only process of a cgroup delegated to you: {SYSTEMD_RUN} "
+            "pytest ... (see the README's rootless setup)"
+        )
+    return (
+        "delegate a cgroup to this user and name it with --isolate-cgroup-root: as root, "
+        "create one in each v1 hierarchy and chown it (see the README's rootless setup)"
+    )
+
+
+def _missing_fix(backend: CgroupBackend, root: bool) -> str:
+    base = backend.hierarchies()[0]
+    if backend.version != 2:
+        return "mount the missing cgroup v1 controllers"
+    if not getattr(backend, "delegated_path", ""):
+        return (
+            f"enable them for the children of the cgroup2 root: "
+            f"echo '+cpu +memory +pids' > {base}/cgroup.subtree_control"
+        )
+    parent = os.path.dirname(base)
+    missing = " ".join(f"+{c}" for c in sorted({"cpu", "memory", "pids"} - backend.controllers))
+    return (
+        f"the parent cgroup must pass them on to {base}: with systemd, delegate them to user "
+        "sessions (Delegate=cpu memory pids in a drop-in for user@.service; see the README's "
+        f"rootless setup), else as root: echo '{missing}' > {parent}/cgroup.subtree_control"
+    )
+
+
+def _cgroups(root: bool, cgroup_root: str = "", proc: str = "/proc") -> Check:
+    v2 = _pure_v2(proc)
     try:
-        backend = cgroup_backend(cgroup_root)
+        backend = cgroup_backend(cgroup_root, proc)
     except OSError as exc:
-        return Check(CGROUPS, False, str(exc), "create that cgroup and chown it to this user")
+        fix = (
+            "create that cgroup and chown it to this user"
+            if isinstance(exc, FileNotFoundError) or root
+            else _rootless_cgroup_fix(v2)
+        )
+        return Check(CGROUPS, False, str(exc), fix)
     if backend is None or not backend.controllers:
         fix = (
             "run as root on a host with cgroup v1 (cpu, cpuacct, memory, pids) or v2"
             if root
-            else "as root, create a cgroup in each v1 hierarchy, chown it to this user and "
-            "name it with --isolate-cgroup-root (see the README's rootless setup)"
+            else _rootless_cgroup_fix(v2)
         )
         return Check(CGROUPS, False,
                      "no writable cgroup hierarchy (v1 cpu/cpuacct/memory/pids or v2)",
                      fix)  # fmt: skip
-    if backend.version == 2:
-        mount = backend.hierarchies()[0]
-        missing = {"cpu", "memory", "pids"} - backend.controllers
-        fix = (
-            f"enable them for the children of the cgroup2 root: "
-            f"echo '+cpu +memory +pids' > {mount}/cgroup.subtree_control"
-        )
-    else:
-        missing = {"cpu", "cpuacct", "memory", "pids"} - backend.controllers
-        fix = "mount the missing cgroup v1 controllers"
+    wanted = {"cpu", "memory", "pids"} | ({"cpuacct"} if backend.version == 1 else set())
+    missing = wanted - backend.controllers
     try:
         group = backend.create(f"probe-{os.getpid()}")
         group.remove()
@@ -242,12 +353,12 @@ def _cgroups(root: bool, cgroup_root: str = "") -> Check:
         if close is not None:
             close()
     except OSError as exc:
-        return Check(CGROUPS, False, str(exc), "run pytest as root")
+        fix = "run pytest as root" if root or not v2 else _rootless_cgroup_fix(v2)
+        return Check(CGROUPS, False, str(exc), fix)
+    detail = cgroup_detail(backend.version, backend.controllers, missing)
     if missing:
-        return Check(CGROUPS, False, f"controllers missing: {', '.join(sorted(missing))}",
-                     fix)  # fmt: skip
-    version = getattr(backend, "version", "?")
-    return Check(CGROUPS, True, f"cgroup v{version}: {', '.join(sorted(backend.controllers))}")
+        return Check(CGROUPS, False, detail, _missing_fix(backend, root))
+    return Check(CGROUPS, True, detail)
 
 
 def session_checks(root: bool, cgroup_root: str = "") -> dict[str, Check]:
@@ -278,9 +389,14 @@ def probe(cgroup_root: str = "") -> Capabilities:
     if sys.platform != "linux":
         fix = "run on Linux; elsewhere isolated tests run in-process"
         return Capabilities((Check("linux", False, f"platform is {sys.platform}", fix),))
+    from .cgroups import leave_delegated
+
     root = is_real_root()
     checks = [Check("linux", True, os.uname().release + ("" if root else ", rootless"))]
-    checks.extend(session_checks(root, cgroup_root).values())
+    try:
+        checks.extend(session_checks(root, cgroup_root).values())
+    finally:
+        leave_delegated()  # out of the leaf the cgroup check may have moved us into
     return Capabilities(tuple(checks))
 
 

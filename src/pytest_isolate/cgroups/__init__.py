@@ -28,6 +28,7 @@ __all__ = [
     "stale_owner_dirs",
     "detect",
     "attach",
+    "leave_delegated",
 ]
 
 PREFIX: Final = "pytest-isolate"
@@ -282,3 +283,11 @@ def attach(name: str, dirs: Mapping[str, str]) -> Group:
     if UNIFIED in dirs:
         return GroupV2.from_dirs(name, dirs)
     return GroupV1(name, dirs)
+
+
+def leave_delegated() -> None:
+    """Undo what this process changed in delegated cgroup v2 bases (a no-op if nothing):
+    pytest calls it at the end, once its sandboxes are gone."""
+    from .v2 import leave_delegated as leave
+
+    leave()

@@ -1,10 +1,18 @@
 """cgroup v2 backend: one directory per sandbox in the unified hierarchy.
 
-Layout: ``<mount>/pytest-isolate/<PID>.<STARTTIME>/<N>``, as on v1. The two upper levels
-are ours: they hold no process (v2's "no internal processes" rule), and their
-``cgroup.subtree_control`` passes cpu, memory and pids down to the sandboxes. We never
-write ``cgroup.subtree_control`` of a cgroup we did not create: the mount's root must
-already enable the controllers for its children (systemd does; see ``probe.py``).
+Layout: ``<base>/pytest-isolate/<PID>.<STARTTIME>/<N>``, as on v1. ``<base>`` is the
+mount's root as root, or a group delegated to us (rootless: a ``systemd-run --user
+--scope -p Delegate=yes`` scope, or one named with ``--isolate-cgroup-root``). The two
+upper levels are ours: they hold no process (v2's "no internal processes" rule), and their
+``cgroup.subtree_control`` passes cpu, memory and pids down to the sandboxes.
+
+We never write ``cgroup.subtree_control`` of a cgroup that nobody gave us: the mount's root
+must already enable the controllers for its children (systemd does; see ``probe.py``). A
+delegated base is ours to use: we enable there what its parent passes on (its
+``cgroup.controllers``). It may do so only while it holds no process, so pytest, when it
+sits in the base itself (the systemd-run scope), first moves into a leaf of its own,
+``<base>/pytest-isolate-<PID>.<STARTTIME>``; ``leave_delegated`` undoes both at the end
+(``DelegatedBase``).
 
 Kernel facts used here:
 - ``cpu.stat`` has ``usage_usec``/``user_usec``/``system_usec`` even without the cpu
@@ -16,14 +24,23 @@ Kernel facts used here:
   killed, the victim twice (see ``_processes_killed``).
 - ``memory.swap.max`` exists only with swap accounting.
 - A group with live processes (or live child groups) cannot be removed: rmdir says EBUSY.
+- Writing ``+c`` to ``cgroup.subtree_control`` is EBUSY while the group holds a process;
+  a process can join a group only while its ``cgroup.subtree_control`` is empty (EBUSY);
+  ``-c`` is EBUSY while a child group enables ``c`` for its own children.
+- Moving a process is allowed to whoever may write ``cgroup.procs`` of the common ancestor
+  of its old and new group, checked with the credentials of the file's opener (Linux
+  >= 5.16): within a delegated base, the user who owns it.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
 
 from . import (
     PREFIX,
@@ -35,6 +52,7 @@ from . import (
     owner_token,
     remove_owner_dir,
     stale_owner_dirs,
+    token_is_stale,
 )
 from ._files import _keyed, _makedirs, _read, _write
 
@@ -42,6 +60,9 @@ CONTROLLERS = ("cpu", "memory", "pids")
 CPU_PERIOD_US = 100_000
 UNIFIED = "cgroup2"
 """The key of ``GroupV2.dirs()`` that names the group's directory whatever is enabled."""
+LEAF_PREFIX: Final = f"{PREFIX}-"
+"""pytest's own leaf in a delegated base: ``pytest-isolate-<PID>.<STARTTIME>``."""
+_LEAF_NAME = re.compile(re.escape(LEAF_PREFIX) + r"[0-9]+\.[0-9]+")
 
 
 class GroupV2:
@@ -208,13 +229,158 @@ def _enabled(path: str) -> frozenset[str]:
         return frozenset()
 
 
+def available(path: str) -> frozenset[str]:
+    """The controllers the parent of ``path`` passes on to it (its ``cgroup.controllers``)."""
+    try:
+        return frozenset(_read(os.path.join(path, "cgroup.controllers")).split())
+    except OSError:
+        return frozenset()
+
+
+def mount_point(entries: Iterable[MountEntry]) -> str | None:
+    """Where cgroup2 is mounted (``/sys/fs/cgroup`` first if there are several)."""
+    mounts = [e.mount_point for e in entries if e.fstype == "cgroup2"]
+    mounts.sort(key=lambda m: m != "/sys/fs/cgroup")
+    return mounts[0] if mounts else None
+
+
+def own_cgroup(proc: str = "/proc", pid: int | None = None) -> str | None:
+    """The cgroup v2 path of a process (its ``0::`` line in ``/proc/PID/cgroup``; this
+    process's by default), or None."""
+    try:
+        text = _read(f"{proc}/{'self' if pid is None else pid}/cgroup")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            return line[3:].strip() or "/"
+    return None
+
+
+def is_leaf_name(name: str) -> bool:
+    """Whether ``name`` is a leaf pytest moved into (``pytest-isolate-<PID>.<STARTTIME>``)."""
+    return _LEAF_NAME.fullmatch(name) is not None
+
+
+@dataclass
+class DelegatedBase:
+    """What this process changed in one delegated base, to undo at the end.
+
+    Only the process that made the changes undoes them (``pid``): a child forked from
+    pytest inherits this record but is no owner of it.
+    """
+
+    path: str
+    pid: int = field(default_factory=os.getpid)
+    leaf: str = ""
+    """The leaf this process moved into, or "" when it did not have to move."""
+    enabled: set[str] = field(default_factory=set)
+    """Controllers this process enabled in the base's ``cgroup.subtree_control``."""
+
+    def enable(self, wanted: frozenset[str], sits_here: bool, proc: str) -> None:
+        """Enable ``wanted`` for the base's children; first move this process out of the
+        base into a leaf of its own if it sits in the base (``sits_here``)."""
+        control = os.path.join(self.path, "cgroup.subtree_control")
+        text = " ".join(f"+{c}" for c in sorted(wanted))
+        if sits_here and not self.leaf:
+            self._enter_leaf(proc)
+        try:
+            _write(control, text)
+        except CgroupError as exc:
+            others = sorted(_procs(self.path))
+            if self.leaf and not self.enabled:
+                self._leave_leaf()  # as we found it
+            if exc.errno != errno.EBUSY:
+                raise
+            raise CgroupError(
+                errno.EBUSY, f"cannot write {text!r} to {control}: the delegated cgroup holds "
+                f"processes other than pytest ({', '.join(map(str, others)) or 'none now'}), "
+                "and controllers can be enabled only in a cgroup without processes",
+            ) from None  # fmt: skip
+        self.enabled |= wanted
+
+    def _enter_leaf(self, proc: str) -> None:
+        leaf = os.path.join(self.path, LEAF_PREFIX + owner_token(proc=proc))
+        try:
+            _makedirs(leaf)
+        except OSError as exc:
+            raise CgroupError(exc.errno, f"cannot create {leaf}: {exc.strerror}") from None
+        try:
+            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+        except CgroupError:
+            _rmdir_quietly(leaf)
+            raise
+        self.leaf = leaf
+
+    def _leave_leaf(self) -> bool:
+        """Move this process back into the base and remove its leaf; False if it cannot."""
+        try:
+            _write(os.path.join(self.path, "cgroup.procs"), str(os.getpid()))
+        except CgroupError:
+            return False
+        leaf, self.leaf = self.leaf, ""
+        _rmdir_quietly(leaf)  # a process pytest started may live on there: swept later
+        return True
+
+    def undo(self) -> None:
+        """Disable what we enabled, then move back into the base and remove the leaf.
+
+        The base can take a process again only with nothing enabled in it. While another
+        run under the same base still uses the controllers (the kernel says EBUSY), both
+        stay: pytest ends in its leaf, and a later run's sweep removes the leaf.
+        """
+        if self.enabled:
+            control = os.path.join(self.path, "cgroup.subtree_control")
+            try:
+                _write(control, " ".join(f"-{c}" for c in sorted(self.enabled)))
+                self.enabled = set()
+            except CgroupError:
+                return
+        if self.leaf:
+            self._leave_leaf()
+
+
+_delegated: dict[str, DelegatedBase] = {}
+"""Delegated bases this process changed, by directory."""
+
+
+def leave_delegated() -> None:
+    """Undo what this process changed in delegated bases (``DelegatedBase.undo``); call it
+    once every sandbox is gone. A no-op for a process that changed nothing."""
+    for path, record in list(_delegated.items()):
+        if record.pid == os.getpid():
+            del _delegated[path]
+            record.undo()
+
+
+def _procs(path: str) -> set[int]:
+    try:
+        return {int(p) for p in _read(os.path.join(path, "cgroup.procs")).split()}
+    except OSError:
+        return set()
+
+
+def _rmdir_quietly(path: str) -> bool:
+    try:
+        os.rmdir(path)
+        return True
+    except OSError:
+        return False
+
+
 class CgroupV2:
     version = 2
 
-    def __init__(self, mount: str, controllers: Iterable[str], proc: str = "/proc") -> None:
+    def __init__(
+        self, mount: str, controllers: Iterable[str], proc: str = "/proc", base: str = ""
+    ) -> None:
         """``mount``: where cgroup2 is mounted; ``controllers``: those of ``CONTROLLERS`` its
-        root enables for its children."""
+        root enables for its children. ``base``: a cgroup path delegated to us (as
+        ``/proc/self/cgroup`` shows it) to create the groups under instead of the root; then
+        ``controllers`` are those its parent passes on to it (``delegated`` finds them)."""
         self.mount = mount
+        self.base = mount + base if base else mount
+        self.delegated_path = base
         self.controllers = frozenset(controllers) & frozenset(CONTROLLERS)
         self._proc = proc
         self._token = owner_token(proc=proc)
@@ -231,11 +397,17 @@ class CgroupV2:
                 return cls(mount, _enabled(mount))
         return None
 
+    @classmethod
+    def delegated(cls, mount: str, base: str, proc: str = "/proc") -> CgroupV2:
+        """Groups under the delegated cgroup ``base`` (a path below ``mount``), with every
+        controller of ours that its parent passes on to it."""
+        return cls(mount, available(mount + base), proc, base)
+
     def hierarchies(self) -> list[str]:
-        return [self.mount]
+        return [self.base]
 
     def session_dirs(self) -> list[str]:
-        return [os.path.join(self.mount, PREFIX, self._token)]
+        return [os.path.join(self.base, PREFIX, self._token)]
 
     def _enable(self, path: str) -> None:
         """Pass our controllers on to the children of ``path``, a group we created."""
@@ -253,9 +425,22 @@ class CgroupV2:
                 ) from None  # fmt: skip
             raise
 
+    def _enable_base(self) -> None:
+        """A delegated base: enable our controllers for its children (``DelegatedBase``)."""
+        wanted = self.controllers - _enabled(self.base)
+        if not self.delegated_path or not wanted:
+            return
+        record = _delegated.get(self.base)
+        if record is None or record.pid != os.getpid():
+            record = DelegatedBase(self.base)
+        own = own_cgroup(self._proc)
+        record.enable(wanted, own == self.delegated_path, self._proc)
+        _delegated[self.base] = record
+
     def _prepare_session(self) -> None:
         """Create (or find) our two upper levels and enable the controllers on them."""
-        top = os.path.join(self.mount, PREFIX)
+        self._enable_base()
+        top = os.path.join(self.base, PREFIX)
         session = os.path.join(top, self._token)
         for _ in range(3):
             path = top
@@ -306,18 +491,27 @@ class CgroupV2:
         """
         session = self.session_dirs()[0]
         _remove_owner_dir(session)
-        try:
-            os.rmdir(os.path.dirname(session))  # the prefix directory, if no other run uses it
-        except OSError:
-            pass
+        _rmdir_quietly(os.path.dirname(session))  # the prefix directory, if no other run uses it
         self._session_ready = False
 
     def sweep(self) -> list[str]:
-        """Remove the groups of runs that are gone (their owner process is dead)."""
+        """Remove the groups of runs that are gone (their owner process is dead), and in a
+        delegated base the leaves they left (if empty: a process they started may live on)."""
         swept = []
-        top = os.path.join(self.mount, PREFIX)
+        top = os.path.join(self.base, PREFIX)
         for owner_dir in stale_owner_dirs(top, self._token, self._proc):
             swept += _remove_owner_dir(owner_dir)
+        if self.delegated_path:
+            try:
+                names = os.listdir(self.base)
+            except OSError:
+                names = []
+            for name in names:
+                stale = is_leaf_name(name) and token_is_stale(
+                    name[len(LEAF_PREFIX) :] + ".0", self._proc
+                )
+                if stale and _rmdir_quietly(os.path.join(self.base, name)):
+                    swept.append(os.path.join(self.base, name))
         return swept
 
 
