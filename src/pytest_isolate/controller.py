@@ -34,8 +34,6 @@ DUMP_GRACE = 1.0
 # Killed sandboxes the builder may still be tearing down when the next test starts. The
 # builder runs at idle priority: waiting on it here would stall pytest behind a build.
 MAX_DYING = 8
-# How long a test process that sent its last message gets to exit before it is killed.
-EXIT_GRACE = 1.0
 
 
 @dataclass
@@ -233,20 +231,6 @@ def _read_usage(lease: Lease) -> Usage:
     return lease.group.read_usage() if lease.group is not None else Usage()
 
 
-def _reap_within(pid: int, timeout: float) -> int | None:
-    """The exit status of ``pid`` if it exits within ``timeout`` seconds, else None."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return _reap(pid)
-    try:
-        if not select.select([pidfd], [], [], timeout)[0]:
-            return None
-    finally:
-        os.close(pidfd)
-    return _reap(pid)
-
-
 def _reap(pid: int) -> int:
     while True:
         try:
@@ -429,14 +413,12 @@ def run_isolated(
         if run.timed_out or run.garbage:
             kill_sandbox(lease.pidfd)
         if run.done or run.exit is not None:
-            # It only has to exit now: take the usage while it does (on another CPU), then
-            # wait for the exit, briefly: while it lives, every page pytest writes is
-            # copied first, and its exit competes with the next fork.
+            # It only has to exit now, which takes a while (its copy of our memory goes):
+            # pytest goes on meanwhile, and reaps it before a later test (Session.settle).
+            # The sandbox is killed below, with whatever the test left running.
             wall = time.monotonic() - wall_start
             usage = _read_usage(lease)
-            run.status = _reap_within(pid, EXIT_GRACE)
-            if run.status is None:
-                session.exiting.append(pid)  # stuck (a flush?): killed below, reaped later
+            session.exiting.append(pid)
         else:
             run.status = _reap(pid)
     except BaseException:

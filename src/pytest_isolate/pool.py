@@ -155,7 +155,22 @@ class SandboxPool:
                 os.close(fd)
         self._sock.close()
         try:
-            self._proc.wait(timeout=30)
+            _wait_exit(self._proc, 30.0)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """``proc.wait(timeout)``, woken by the exit itself: ``Popen.wait`` with a timeout polls
+    with sleeps of up to 50 ms, added to the end of every session."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # already reaped, or no pidfds (Linux < 5.3)
+        proc.wait(timeout=timeout)
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    proc.wait(timeout=0.1)

@@ -22,6 +22,7 @@ import select
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -439,18 +440,28 @@ class Zygote:
                 self.build_one()
 
     def close(self) -> None:
-        for sandbox in self.active.values():
-            try:
-                self.destroy(sandbox)
-            except OSError:
-                pass
-        for sandbox in self.dying.values():
+        """Destroy every sandbox left: all killed first, then reaped together (each init's
+        exit waits for its namespaces' teardown, an RCU grace period or more: in turn,
+        those add up at the end of every session)."""
+        remaining = [*self.active.values(), *self.dying.values()]
+        self.active.clear()
+        self.dying.clear()
+        for sandbox in remaining:
+            kill_sandbox(sandbox.pidfd)
+        pending = {sandbox.pidfd: sandbox for sandbox in remaining}
+        end = time.monotonic() + 30.0
+        while pending and time.monotonic() < end:
+            ready, _, _ = select.select(list(pending), [], [], end - time.monotonic())
+            for fd in ready:
+                try:
+                    self.finish(pending.pop(fd))
+                except OSError:
+                    pass
+        for sandbox in pending.values():  # not gone within 30 s: reaped here, whatever it takes
             try:
                 self.finish(sandbox)
             except OSError:
                 pass
-        self.dying.clear()
-        self.active.clear()
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
