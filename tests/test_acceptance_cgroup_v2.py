@@ -51,6 +51,23 @@ def _properties(xml_path: str) -> dict[str, dict[str, str]]:
     return out
 
 
+FORK_BOMB = """
+@pytest.mark.isolated(pids=8)
+def test_fork_bomb():
+    children = []
+    try:
+        while True:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+    except BlockingIOError:
+        pass
+    raise AssertionError(f"fork refused after {len(children)} children")
+"""
+
+
 def test_v2_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run: RunPytest) -> None:
     pytester.makepyfile(
         """
@@ -103,25 +120,7 @@ def test_v2_cpu_cap_throttles(pytester: pytest.Pytester, run: RunPytest) -> None
 
 
 def test_v2_pids_cap_reports_the_limit_hit(pytester: pytest.Pytester, run: RunPytest) -> None:
-    pytester.makepyfile(
-        """
-        import os, time, pytest
-
-        @pytest.mark.isolated(pids=8)
-        def test_fork_bomb():
-            children = []
-            try:
-                while True:
-                    pid = os.fork()
-                    if pid == 0:
-                        time.sleep(30)
-                        os._exit(0)
-                    children.append(pid)
-            except BlockingIOError:
-                pass
-            raise AssertionError(f"fork refused after {len(children)} children")
-        """
-    )
+    pytester.makepyfile("import os, time, pytest\n" + FORK_BOMB)
     result = run("--junitxml=out.xml", timeout=TIMEOUT)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
@@ -218,7 +217,8 @@ def delegate() -> Iterator[Delegate]:
             os.rmdir(dirpath)  # only groups; EBUSY if a process survived (the test fails)
 
 
-ROOTLESS_CAPS = """
+ROOTLESS_CAPS = (
+    """
 import os, time, pytest
 
 def test_pytest_itself():
@@ -231,26 +231,16 @@ def test_hog():
     for i in range(0, len(data), 4096):
         data[i] = 1
 
-@pytest.mark.isolated(pids=8)
-def test_fork_bomb():
-    children = []
-    try:
-        while True:
-            pid = os.fork()
-            if pid == 0:
-                time.sleep(30)
-                os._exit(0)
-            children.append(pid)
-    except BlockingIOError:
-        pass
-    raise AssertionError(f"fork refused after {len(children)} children")
-
+"""
+    + FORK_BOMB
+    + """
 @pytest.mark.isolated(cpu=0.2)
 def test_busy():
     end = time.process_time() + 0.5
     while time.process_time() < end:
         pass
 """
+)
 
 
 def _header(out: str) -> str:
