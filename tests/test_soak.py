@@ -11,6 +11,7 @@ import json
 import statistics
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,11 @@ pytestmark = [pytest.mark.soak, needs_cgroup_v1]
 
 N = 2000
 WINDOW = 200
+TIMED = 400  # tests per timing window: the first ones (after a warm-up) and the last ones
+ATTEMPTS = 3
+# Tests before the early window: imports, the first sandboxes, and the kernel's background
+# teardown of the first sandboxes' namespaces getting going.
+WARM_UP = 200
 
 CONFTEST = """
 import json, os, time
@@ -63,9 +69,19 @@ def pytest_configure(config):
     global _CONFIG
     _CONFIG = config
 
+def _reference():
+    # A fixed piece of pure Python, timed beside the tests: the machine's own speed at that
+    # moment (a shared machine's speed drifts by 10-20% over a minute).
+    start = time.perf_counter()
+    total = 0
+    for i in range(20000):
+        total += i * i
+    return time.perf_counter() - start
+
 def pytest_runtest_logfinish(nodeid, location):
     # In pytest's own process: isolated tests log their reports here, in the parent.
-    SAMPLES.append((time.perf_counter(), _rss_kib(), _fds()))
+    reference = _reference() if len(SAMPLES) % 5 == 0 else None
+    SAMPLES.append((time.perf_counter(), _rss_kib(), _fds(), reference))
 
 def pytest_sessionfinish(session):
     import psutil
@@ -78,6 +94,14 @@ def pytest_sessionfinish(session):
 
 def _quartile(values: list[float]) -> float:
     return statistics.quantiles(values, n=4)[0]
+
+
+def _cost(window: list[list[float]]) -> float:
+    """The lower quartile of the intervals between the tests of ``window``, over the median
+    time of the reference workload run in that stretch."""
+    intervals = [b[0] - a[0] for a, b in itertools.pairwise(window)]
+    references = [s[3] for s in window if s[3] is not None]
+    return _quartile(intervals) / statistics.median(references)
 
 
 def _rss_growth(samples: list[list[float]]) -> float:
@@ -108,28 +132,37 @@ def test_2000_isolated_tests_stay_flat(
     plain = json.loads((pytester.path / "soak.json").read_text())["samples"]
     mounts_before = _mounts()
     monkeypatch.setenv("SOAK_LEAVE", "1")
-    result = run("-q", "-p", "no:randomly", timeout=1800)
-    result.assert_outcomes(passed=N)
-    data = json.loads((pytester.path / "soak.json").read_text())
-    samples = data["samples"]
-    assert len(samples) == N
-    times = [s[0] for s in samples]
-    intervals = [b - a for a, b in itertools.pairwise(times)]
-    # Skip the first tests (imports, the first sandboxes) for the early window.
-    # The lower quartile of each window: what a test costs when nothing else on the machine
-    # gets in the way. Growth (a leak, kernel objects piling up) shifts it; a noisy
-    # neighbour mostly shifts the upper half.
-    first = _quartile(intervals[10 : 10 + WINDOW])
-    last = _quartile(intervals[-WINDOW:])
-    print(f"per-test interval, lower quartile: {first * 1e3:.2f} ms -> {last * 1e3:.2f} ms")
-    assert last <= first * 1.10, (first, last)
+    # Per-test cost early (after the first tests, WARM_UP) and late in
+    # the session: the lower quartile of the intervals between tests, what a test costs when
+    # nothing else gets in the way, in units of the reference timed in the same stretch.
+    # Growth (a leak, kernel objects piling up) shifts it in every session; the drift of a
+    # shared machine within a minute, which the reference does not fully cancel, in one
+    # session now and then: up to three sessions, each checked in full, must show it once.
+    costs = []
+    for _ in range(ATTEMPTS):
+        result = run("-q", "-p", "no:randomly", timeout=1800)
+        result.assert_outcomes(passed=N)
+        data = json.loads((pytester.path / "soak.json").read_text())
+        samples = data["samples"]
+        assert len(samples) == N
+        _check_nothing_left(data, tag, mounts_before)
+        first, last = _cost(samples[WARM_UP : WARM_UP + TIMED]), _cost(samples[-TIMED:])
+        print(f"per-test cost, in reference units: {first:.2f} -> {last:.2f}")
+        costs.append((first, last))
+        if last <= first * 1.10:
+            break
+    else:
+        raise AssertionError(f"per-test cost grew by more than 10% in every session: {costs}")
     growth, plain_growth = _rss_growth(samples), _rss_growth(plain)
     fds = [s[2] for s in samples]
     print(f"RSS growth, {N - WINDOW} tests: {growth} KiB ({plain_growth} KiB without isolation)")
     print(f"fds {fds[WINDOW]} -> {fds[-1]}")
     assert growth - plain_growth < 1024, (growth, plain_growth)  # ours: flat
     assert max(fds[WINDOW:]) == fds[WINDOW], (fds[WINDOW], max(fds[WINDOW:]))
-    # Checked from outside: nothing of the run is left.
+
+
+def _check_nothing_left(data: dict[str, Any], tag: str, mounts_before: list[str]) -> None:
+    """Checked from outside: nothing of the run is left."""
     assert _processes_with(tag) == []
     assert _mounts() == mounts_before
     assert glob.glob(f"/tmp/soak-{tag}-*") == []
