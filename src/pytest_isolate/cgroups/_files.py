@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import time
+from collections.abc import Iterable
 
 from . import CgroupError
 
@@ -45,3 +48,19 @@ def _makedirs(path: str) -> None:
         except FileNotFoundError:
             continue
     os.makedirs(path, exist_ok=True)
+
+
+def _rmdir_each(dirs: Iterable[str], end: float) -> None:
+    """Remove each group directory, in order; one still busy (its last processes are being
+    reaped) is tried again until ``end`` (a ``time.monotonic()`` value)."""
+    for d in dirs:
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or time.monotonic() > end:
+                    raise CgroupError(exc.errno, f"cannot remove {d}: {exc.strerror}") from None
+                time.sleep(0.0005)

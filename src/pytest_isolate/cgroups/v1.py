@@ -33,7 +33,7 @@ from . import (
     remove_owner_dir,
     stale_owner_dirs,
 )
-from ._files import _keyed, _makedirs, _read, _write
+from ._files import _keyed, _makedirs, _read, _rmdir_each, _write
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
 CFS_PERIOD_US = 100_000
@@ -130,18 +130,7 @@ class GroupV1:
             time.sleep(0.001)
 
     def remove(self, deadline: float = 5.0) -> None:
-        end = time.monotonic() + deadline
-        for d in self._unique:
-            while True:
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > end:
-                        raise CgroupError(exc.errno, f"cannot remove {d}: {exc.strerror}") from None
-                    time.sleep(0.0005)
+        _rmdir_each(self._unique, time.monotonic() + deadline)
 
 
 class CgroupV1:

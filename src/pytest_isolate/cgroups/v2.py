@@ -54,7 +54,7 @@ from . import (
     stale_owner_dirs,
     token_is_stale,
 )
-from ._files import _keyed, _makedirs, _read, _write
+from ._files import _keyed, _makedirs, _read, _rmdir_each, _write
 
 CONTROLLERS = ("cpu", "memory", "pids")
 CPU_PERIOD_US = 100_000
@@ -195,17 +195,7 @@ class GroupV2:
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return
-        for d in self._tree():
-            while True:
-                try:
-                    os.rmdir(d)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as exc:
-                    if exc.errno != errno.EBUSY or time.monotonic() > end:
-                        raise CgroupError(exc.errno, f"cannot remove {d}: {exc.strerror}") from None
-                    time.sleep(0.0005)
+        _rmdir_each(self._tree(), end)
 
 
 def _processes_killed(events: Mapping[str, int]) -> int:
