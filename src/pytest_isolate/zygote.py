@@ -24,7 +24,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from . import _ffi
 from .cgroups import (
@@ -210,15 +210,9 @@ class Zygote:
                 os.write(w, b"U\n")
             _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
             _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
-            os.write(w, b"R\n")
-            os.close(w)
-            os.closerange(3, 1 << 16)
-            init_loop()
+            _serve_as_init(w, b"R\n")
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
-            try:
-                os.write(w, b"E" + f"{type(exc).__name__}: {exc}".encode() + b"\n")
-            finally:
-                os._exit(1)
+            _die_reporting(w, exc)
 
     # -- building in the init: rootless, or without a snapshot -------------------------------
     def _build_in_init(self) -> Sandbox:
@@ -309,15 +303,9 @@ class Zygote:
                 _ffi.unshare(_ffi.CLONE_NEWUSER)
                 os.write(w, b"U\n")
             _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
-            os.write(w, b"R" + json.dumps(problems).encode() + b"\n")
-            os.close(w)
-            os.closerange(3, 1 << 16)
-            init_loop()
+            _serve_as_init(w, b"R" + json.dumps(problems).encode() + b"\n")
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
-            try:
-                os.write(w, b"E" + f"{type(exc).__name__}: {exc}".encode() + b"\n")
-            finally:
-                os._exit(1)
+            _die_reporting(w, exc)
 
     def finish(self, sandbox: Sandbox) -> None:
         """Reap a killed init and remove its cgroups."""
@@ -469,6 +457,23 @@ class Zygote:
             os.rmdir(self.scratch)
         except OSError:
             pass
+
+
+def _serve_as_init(w: int, ready: bytes) -> NoReturn:  # pragma: no cover - in pid 1
+    """pid 1's setup is done: tell the builder (``ready``: "R", with the problems of its own
+    build, if it built the snapshot), keep no descriptor, and reap until killed."""
+    os.write(w, ready)
+    os.close(w)
+    os.closerange(3, 1 << 16)
+    init_loop()
+
+
+def _die_reporting(w: int, exc: BaseException) -> NoReturn:  # pragma: no cover - in pid 1
+    """pid 1's setup failed: tell the builder ("E" and the error), then exit."""
+    try:
+        os.write(w, b"E" + f"{type(exc).__name__}: {exc}".encode() + b"\n")
+    finally:
+        os._exit(1)
 
 
 def sweep_scratch(base: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Final
+from typing import Final, NoReturn
 
 from .. import _ffi
 
@@ -87,7 +87,7 @@ def set_hostname(name: str) -> None:
         socket.sethostname(name)
 
 
-def init_loop() -> None:
+def init_loop() -> NoReturn:
     """pid 1: reap every child (orphans are reparented here), forward signals. Never returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the test itself
     waited = {signal.SIGCHLD, *FORWARDED}
