@@ -56,7 +56,9 @@ def test_shared_setup_and_teardown_are_skipped_only_when_there_is_nothing_to_do(
     for item in items:
         item._initrequest()  # type: ignore[attr-defined]
     assert _compat.setup_shared_needed(a)  # nothing set up yet
+    assert _compat.fixture_runs(a.config) == 0
     _compat.setup_shared(a)
+    assert _compat.fixture_runs(a.config) == 1  # a test process forked before is stale
     assert not _compat.setup_shared_needed(b)  # same module, the fixture is cached
     assert not _compat.teardown_needed(a, b)
     assert _compat.setup_shared_needed(c1)  # parametrized: always through setup_shared
@@ -66,3 +68,4 @@ def test_shared_setup_and_teardown_are_skipped_only_when_there_is_nothing_to_do(
     assert _compat.teardown_needed(d, a)  # the class goes before a test outside it
     _compat.teardown_to(d, None)
     assert not _compat.teardown_needed(d, None)
+    assert _compat.fixture_runs(a.config) == 3

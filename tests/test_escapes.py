@@ -41,6 +41,21 @@ SETUID_ID = {setuid_id!r}  # a setuid-root copy of id(1), made on the host
 RUN_AS = {run_as!r}  # as root, run it as this unprivileged uid
 PYTEST_PID = os.getpid()  # at import, in pytest's own process: the test's parent
 
+
+def _pipes():
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{{fd}}")
+        except OSError:  # the directory's own descriptor, closed by now
+            continue
+        if int(fd) > 2 and target.startswith("pipe:"):
+            found.add(target)
+    return found
+
+
+INHERITED_PIPES = _pipes()  # what pytest itself was started with, before any test
+
 @pytest.mark.isolated
 def test_classic_chroot_escape_lands_in_the_snapshot():
     os.remove(HOST_ONLY)  # removed from the snapshot only
@@ -97,6 +112,9 @@ def test_only_expected_fds_are_open():
         assert "pidfd" not in target, (fd, target)
         assert not target.startswith(("user:", "mnt:", "net:", "pid:")), (fd, target)
         assert not (target.startswith("/") and os.path.isdir(target)), (fd, target)
+    # Of pytest's own pipes, the report pipe only: none of another test's (a test process
+    # forked while another test runs holds none of that test's).
+    assert len(_pipes() - INHERITED_PIPES) == 1, targets
 
 @pytest.mark.isolated
 def test_cannot_reach_or_ptrace_the_parent():

@@ -33,8 +33,22 @@ def warnings_captured(item: pytest.Item) -> Iterator[None]:
         yield
 
 
+# How often pytest's process ran fixture code (setup_shared, teardown_to): a test process
+# forked ahead of its turn is of use only if this has not changed since (controller.Spare).
+_FIXTURE_RUNS = pytest.StashKey[int]()
+
+
+def fixture_runs(config: pytest.Config) -> int:
+    return config.stash.get(_FIXTURE_RUNS, 0)
+
+
+def _count_fixture_run(config: pytest.Config) -> None:
+    config.stash[_FIXTURE_RUNS] = fixture_runs(config) + 1
+
+
 def teardown_to(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Tear down what the parent set up that ``nextitem`` does not need."""
+    _count_fixture_run(item.config)
     item.session._setupstate.teardown_exact(nextitem)
 
 
@@ -71,6 +85,7 @@ def setup_shared(item: pytest.Item) -> None:
     the collector chain (session, package, module, class) and the wider-scoped fixtures
     it requests. They are cached by pytest and torn down here by ``teardown_to``; the
     test process inherits their values and sets up only the function-scoped ones."""
+    _count_fixture_run(item.config)
     if item.parent is not None:
         item.session._setupstate.setup(item.parent)  # type: ignore[arg-type]
     request = getattr(item, "_request", None)

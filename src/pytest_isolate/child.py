@@ -12,6 +12,7 @@ import faulthandler
 import fcntl
 import os
 import signal
+import struct
 import sys
 import traceback
 from dataclasses import dataclass
@@ -56,6 +57,13 @@ class ChildContext:
     """The sandbox's namespaces this test joins (all but net with ``net="host"``)."""
     ns_fds: tuple[int, ...] = ()
     """Rootless: the sandbox's namespaces (``ROOTLESS_NS_FILES``), opened by the builder."""
+    turn_fd: int = -1
+    """A test process forked ahead (``controller.Spare``): once in its sandbox, it waits on
+    this pipe for its turn, which names the item after its own (``TURN``)."""
+
+
+# The turn message: the index of the next item in ``session.items`` (-1: none).
+TURN = struct.Struct("<i")
 
 
 def namespaces_for(spec: IsolationSpec) -> int:
@@ -181,6 +189,20 @@ def _enter_rooted(ctx: ChildContext) -> None:
         _setns_all(ctx, _ffi.CLONE_NEWUSER)
 
 
+def _await_turn(item: pytest.Item, fd: int) -> pytest.Item | None:
+    """Wait, in the sandbox, until pytest starts this test; return the item after it.
+    At EOF pytest has no use for this process (the test runs otherwise, or not at all)."""
+    data = b""
+    while len(data) < TURN.size:
+        chunk = os.read(fd, TURN.size - len(data))
+        if not chunk:
+            os._exit(0)
+        data += chunk
+    os.close(fd)
+    (index,) = TURN.unpack(data)
+    return item.session.items[index] if index >= 0 else None
+
+
 def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> NoReturn:
     code = 0
     channel = Channel(ctx.report_fd)
@@ -189,6 +211,8 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         for fd in (ctx.init_pidfd, *ctx.close_fds):
             if fd >= 0:
                 os.close(fd)
+        if ctx.turn_fd >= 0:
+            nextitem = _await_turn(item, ctx.turn_fd)
         faulthandler.register(DUMP_SIGNAL, file=ctx.dump_fd, all_threads=True, chain=False)
         global _current
         _current = channel

@@ -14,7 +14,7 @@ import select
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from .cgroups import Limits, Usage
 from .forking import fork_quietly
 from .isolation import BuildPlan
 from .pool import Lease, PoolError, SandboxPool
+from .prefork import item_index
 from .reporting import Record, describe_exit, format_seconds, oom_text, pids_text
 from .sandbox.namespaces import kill_sandbox
 from .spec import IsolationSpec
@@ -47,13 +48,38 @@ class Session:
     warned: set[str] = field(default_factory=set)
     exiting: list[int] = field(default_factory=list)
     """Test processes that reported everything and were killed with their sandbox."""
+    spare: Spare | None = None
+    """The next test's process, forked while the current test runs."""
+
+    def take_spare(self, item: pytest.Item) -> Spare | None:
+        """The process forked ahead for ``item``, if it is still of use: pytest's process
+        has run no fixture code since. Any other is discarded."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        if spare.item is item and spare.fixture_runs == _compat.fixture_runs(item.config):
+            return spare
+        self.discard(spare)
+        return None
+
+    def discard(self, spare: Spare) -> None:
+        """A spare that will not run: it leaves at EOF on its turn pipe, or with its sandbox."""
+        os.close(spare.turn)
+        os.close(spare.rfd)
+        kill_sandbox(spare.lease.pidfd)
+        self.pool.release(spare.lease)
+        self.exiting.append(spare.pid)
 
     def settle(self, keep: int = 0) -> None:
         """Reap finished test processes; wait until at most ``keep`` sandboxes are dying.
 
         A sandbox's init exits only after every process of its namespace has been reaped,
-        and the test process is our child: it must be reaped first.
+        and the test process is our child: it must be reaped first. With ``keep=0`` a
+        spare goes too: every sandbox is gone then.
         """
+        if keep == 0 and self.spare is not None:
+            spare, self.spare = self.spare, None
+            self.discard(spare)
         still = []
         for index, pid in enumerate(self.exiting):
             if index < len(self.exiting) - keep:
@@ -76,6 +102,26 @@ class Session:
         self.pool.close()
         os.close(self.own_pidns)
         os.close(self.dump_fd)
+
+
+@dataclass
+class Spare:
+    """The test process of the next test, forked while the current test runs.
+
+    It enters its sandbox at once, then waits for its turn on ``turn`` (``child.TURN``).
+    So the next test starts without a fork, and the fork, the process's start and its
+    entry into the sandbox overlap the current test instead. Its copy of pytest's process
+    is the one a fork at its turn would make, provided pytest runs no fixture code in
+    between (``fixture_runs``) and nothing else the test could see changes
+    (``prefork.upcoming`` decides where that holds).
+    """
+
+    item: pytest.Item
+    pid: int
+    lease: Lease
+    rfd: int
+    turn: int
+    fixture_runs: int
 
 
 @dataclass
@@ -174,12 +220,25 @@ def _read(run: _Run, config: pytest.Config, rfd: int) -> bool:
     return eof
 
 
-def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) -> None:
+def _wait(
+    run: _Run,
+    config: pytest.Config,
+    rfd: int,
+    deadline: float | None,
+    meanwhile: _SpareWanted | None = None,
+) -> None:
+    """Read the test process's reports until its last, its exit, or the deadline.
+    ``meanwhile``: a spare to fork as soon as the builder has a sandbox ready."""
     pidfd = os.pidfd_open(run.pid)
     os.set_blocking(rfd, False)
     poller = select.poll()
     poller.register(rfd, select.POLLIN)
     poller.register(pidfd, select.POLLIN)
+    pool = -1
+    if meanwhile is not None:
+        meanwhile = replace(meanwhile, busy=(*meanwhile.busy, pidfd))
+        pool = meanwhile.session.pool.fileno()
+        poller.register(pool, select.POLLIN)
     reading = True
     try:
         while True:
@@ -194,6 +253,10 @@ def _wait(run: _Run, config: pytest.Config, rfd: int, deadline: float | None) ->
             for fd, _ in events:
                 if fd == pidfd:
                     exited = True
+                elif fd == pool:
+                    if meanwhile is not None and meanwhile.attempt():
+                        poller.unregister(pool)
+                        meanwhile = None
                 elif reading:
                     eof = _read(run, config, rfd)
                     if run.garbage or run.done or run.exit is not None:
@@ -353,30 +416,17 @@ def _annotate(reports: list[pytest.TestReport], record: Record, spec: IsolationS
         target.sections.append(("isolation", "\n".join(notes)))
 
 
-def run_isolated(
-    item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec, session: Session
-) -> Outcome:
-    try:
-        session.settle(keep=MAX_DYING)
-        lease = session.pool.acquire()
-    except PoolError as exc:
-        return Outcome(
-            error_reports(item, f"pytest-isolate could not isolate this test: {exc}"), [], None
-        )
-    for problem in lease.problems:
-        if problem not in session.warned:
-            session.warned.add(problem)
-            warnings.warn(
-                pytest.PytestWarning(f"pytest-isolate: host mount not snapshotted: {problem}"),
-                stacklevel=1,
-            )
+def _context(
+    lease: Lease, spec: IsolationSpec, session: Session, busy: Sequence[int] = (), turn: int = -1
+) -> tuple[int, int, child.ChildContext]:
+    """Set the sandbox's caps; the report pipe and what the test process needs to enter.
+    ``busy``: more descriptors of ours for it to close (the running test's)."""
     join = lease.join_fds
     if lease.group is not None:
         limits = Limits(spec.cpu, spec.mem, spec.pids)
         lease.group.set_limits(limits)
         needed = lease.group.needed_joins(limits)
         join = [fd for fd, keep in zip(lease.join_fds, needed, strict=True) if keep]
-    os.ftruncate(session.dump_fd, 0)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     ctx = child.ChildContext(
         report_fd=wfd,
@@ -392,22 +442,122 @@ def run_isolated(
             session.own_pidns,
             *session.pool.fds,
             *(fd for fd in lease.join_fds if fd not in join),
+            *busy,
         ),
         rootless=session.plan.userns == "first",
         userns=bool(session.plan.userns),
         ns_fds=tuple(lease.ns_fds),
+        turn_fd=turn,
     )
-    wall_start = time.monotonic()
-    start = time.time()
-    pid = _fork_into(lease, session)
-    if pid == 0:  # pragma: no cover - the test process
-        child.run(item, nextitem, ctx)
+    return rfd, wfd, ctx
+
+
+@dataclass
+class _SpareWanted:
+    """The next test's process, to fork as soon as a sandbox is ready for it."""
+
+    item: pytest.Item
+    spec: IsolationSpec
+    session: Session
+    busy: tuple[int, ...]
+    """Descriptors of the running test, for the spare to close."""
+
+    def attempt(self) -> bool:
+        """Fork it if the builder has a sandbox ready; True once there is nothing left to
+        do (forked, or the builder failed: then the next test forks at its turn)."""
+        try:
+            lease = self.session.pool.take_ready()
+        except PoolError:
+            return True
+        if lease is None:
+            return False
+        self.session.spare = _fork_spare(self.item, self.spec, self.session, self.busy, lease)
+        return True
+
+
+def _fork_spare(
+    item: pytest.Item, spec: IsolationSpec, session: Session, busy: Sequence[int], lease: Lease
+) -> Spare | None:
+    """Fork ``item``'s test process into ``lease``'s sandbox, to wait there for its turn."""
+    turn_r, turn_w = os.pipe2(os.O_CLOEXEC)
+    rfd, wfd, ctx = _context(lease, spec, session, (*busy, turn_w), turn_r)
+    try:
+        pid = _fork_into(lease, session)
+    except OSError:
+        for fd in (turn_r, turn_w, rfd, wfd):
+            os.close(fd)
+        session.pool.release(lease)
+        return None
+    if pid == 0:  # pragma: no cover - the test process; the next item comes with its turn
+        child.run(item, None, ctx)
     os.close(wfd)
+    os.close(turn_r)
+    return Spare(item, pid, lease, rfd, turn_w, _compat.fixture_runs(item.config))
+
+
+def _give_turn(spare: Spare, nextitem: pytest.Item | None) -> None:
+    index = -1 if nextitem is None else item_index(nextitem)
+    try:
+        os.write(spare.turn, child.TURN.pack(index))
+    except BrokenPipeError:
+        pass  # it died waiting: its exit status tells, as for any test process
+    finally:
+        os.close(spare.turn)
+
+
+def run_isolated(
+    item: pytest.Item,
+    nextitem: pytest.Item | None,
+    spec: IsolationSpec,
+    session: Session,
+    upcoming: IsolationSpec | None = None,
+) -> Outcome:
+    """Run ``item`` in a sandbox. ``upcoming``: the spec of ``nextitem``, if its test
+    process may be forked while this test runs (``prefork.upcoming``)."""
+    try:
+        session.settle(keep=MAX_DYING)
+        spare = session.take_spare(item)
+        if spare is not None and nextitem is not None and item_index(nextitem) < 0:
+            session.discard(spare)  # it could not be told which item comes next
+            spare = None
+        lease = spare.lease if spare is not None else session.pool.acquire()
+    except PoolError as exc:
+        return Outcome(
+            error_reports(item, f"pytest-isolate could not isolate this test: {exc}"), [], None
+        )
+    for problem in lease.problems:
+        if problem not in session.warned:
+            session.warned.add(problem)
+            warnings.warn(
+                pytest.PytestWarning(f"pytest-isolate: host mount not snapshotted: {problem}"),
+                stacklevel=1,
+            )
+    os.ftruncate(session.dump_fd, 0)
+    if spare is not None:
+        rfd = spare.rfd
+        wall_start = time.monotonic()
+        start = time.time()
+        pid = spare.pid
+        _give_turn(spare, nextitem)
+    else:
+        rfd, wfd, ctx = _context(lease, spec, session)
+        wall_start = time.monotonic()
+        start = time.time()
+        pid = _fork_into(lease, session)
+        if pid == 0:  # pragma: no cover - the test process
+            child.run(item, nextitem, ctx)
+        os.close(wfd)
+    meanwhile = None
+    if upcoming is not None and nextitem is not None:
+        meanwhile = _SpareWanted(nextitem, upcoming, session, (rfd, *lease.fds))
+        if meanwhile.attempt():
+            meanwhile = None
     run = _Run(pid)
     dump = ""
     usage: Usage | None = None
     try:
-        _wait(run, item.config, rfd, wall_start + spec.timeout if spec.timeout else None)
+        deadline = wall_start + spec.timeout if spec.timeout else None
+        _wait(run, item.config, rfd, deadline, meanwhile)
         if run.timed_out:
             dump = _collect_dump(run, session)
         if run.timed_out or run.garbage:

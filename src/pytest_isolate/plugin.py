@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from . import coverage_support, integrations, lifecycle, wire
+from . import coverage_support, integrations, lifecycle, prefork, wire
 from ._compat import teardown_to
 from .cgroups import leave_delegated
 from .child import current_channel
-from .controller import Session, error_reports, run_isolated
+from .controller import Outcome, Session, error_reports, run_isolated
 from .forked import run_forked
 from .isolation import PROPERTY, Isolation, assess, header_line, strict_error, warning_text
 from .reporting import Stats
@@ -235,7 +235,12 @@ def _runner(item: pytest.Item, state: State) -> lifecycle.Runner:
         shares = integrations.session_shares(item.config, [item], state.settings.shares)
         state.session = Session.start(state.isolation.plan, shares)
     session = state.session
-    return lambda item, nextitem, spec: run_isolated(item, nextitem, spec, session)
+
+    def run(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec) -> Outcome:
+        after = _decision(nextitem) if nextitem is not None else None
+        return run_isolated(item, nextitem, spec, session, prefork.upcoming(item, nextitem, after))
+
+    return run
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -132,6 +132,15 @@ class SandboxPool:
             self._handle(*self._recv())
         return self._ready.popleft()
 
+    def fileno(self) -> int:
+        """Readable when the builder has sent something (``take_ready`` takes it in)."""
+        return self._sock.fileno()
+
+    def take_ready(self) -> Lease | None:
+        """A sandbox that is ready this moment, or None; never waits."""
+        self._poll()
+        return self._ready.popleft() if self._ready else None
+
     def release(self, lease: Lease) -> None:
         for fd in lease.fds:
             os.close(fd)

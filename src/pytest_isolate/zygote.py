@@ -62,7 +62,7 @@ from .spec import BUILTIN_DEFAULTS
 
 SCRATCH_PREFIX = "pytest-isolate-"
 # Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
-SPARES = 2
+SPARES = 3
 HOME_NAMESPACES: Final = (
     ("mnt", _ffi.CLONE_NEWNS),
     ("net", _ffi.CLONE_NEWNET),
@@ -424,7 +424,7 @@ class Zygote:
             self.reap_dying([fd for fd in ready if fd in self.dying])
             if not ready and want:
                 # One active sandbox may be the one in use: then pytest has none in hand.
-                self.set_urgent(len(self.active) <= 1)
+                self.set_urgent(len(self.active) <= 2)
                 self.build_one()
 
     def close(self) -> None:

@@ -1,0 +1,160 @@
+"""End to end: the next test's process is forked while the current test runs, only where
+that cannot change what the test sees, and one that is never used leaves nothing behind.
+
+Each inner test records when it ended and when its own process started (``record_property``,
+read back from --junitxml): a process forked early started while the test before it ran.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import RunPytest, needs_root
+
+pytestmark = needs_root
+
+# test_b's process starts during test_a's half second if it was forked early; else after it.
+PAIR = """
+import os, time, pytest
+
+{prelude}
+
+{mark_a}
+def test_a(record_property):
+    time.sleep(0.5)
+    record_property("ended", repr(time.clock_gettime(time.CLOCK_BOOTTIME)))
+
+{mark_b}
+def test_b(record_property):
+    ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+    record_property("started", repr(ticks / os.sysconf("SC_CLK_TCK")))
+"""
+# Both on the boot-time clock: "started" is this process's start time, in clock ticks.
+
+
+def _times(pytester: pytest.Pytester) -> dict[str, float]:
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    out = {}
+    for prop in root.iter("property"):
+        if prop.get("name") in ("ended", "started"):
+            out[prop.get("name", "")] = float(prop.get("value", ""))
+    return out
+
+
+def _forked_early(pytester: pytest.Pytester, run: RunPytest, *args: str) -> bool:
+    result = run("--isolate-all", "--junitxml=junit.xml", "-o", "junit_family=xunit1", "-q", *args)
+    result.assert_outcomes(passed=2)
+    times = _times(pytester)
+    assert set(times) == {"ended", "started"}, times
+    # A process's start time has the kernel's tick resolution (10 ms at most).
+    return times["started"] < times["ended"] - 0.25
+
+
+def test_next_test_process_is_forked_while_the_current_test_runs(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    pytester.makepyfile(PAIR.format(prelude="", mark_a="", mark_b=""))
+    assert _forked_early(pytester, run)
+
+
+def test_forked_at_its_turn_under_other_filterwarnings_marks(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    # pytest's warning filters for test_a are in force while it runs: not for test_b.
+    pytester.makepyfile(
+        PAIR.format(prelude="", mark_a='@pytest.mark.filterwarnings("error")', mark_b="")
+    )
+    assert not _forked_early(pytester, run)
+
+
+def test_forked_at_its_turn_after_an_unknown_hook_in_pytests_process(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    # A hook of pytest's process that runs before each test could change what it sees.
+    pytester.makeconftest(
+        """
+        import os
+        def pytest_runtest_logstart(nodeid, location):
+            os.environ["CURRENT"] = nodeid
+        """
+    )
+    pytester.makepyfile(
+        PAIR.format(prelude="import os", mark_a="", mark_b="")
+        + "\ndef test_c():\n    assert os.environ['CURRENT'].endswith('test_c')\n"
+    )
+    result = run("--isolate-all", "--junitxml=junit.xml", "-o", "junit_family=xunit1", "-q")
+    result.assert_outcomes(passed=3)
+    times = _times(pytester)
+    assert times["started"] >= times["ended"] - 0.05, times
+
+
+def test_forked_at_its_turn_in_another_file(pytester: pytest.Pytester, run: RunPytest) -> None:
+    first, second = PAIR.format(prelude="", mark_a="", mark_b="").split("def test_b")
+    pytester.makepyfile(test_1=first, test_2="import os\n\ndef test_b" + second)
+    assert not _forked_early(pytester, run)
+
+
+def test_shared_fixtures_and_module_state_are_the_same_as_without_it(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        SEEN = []
+        COUNT = {"setups": 0}
+
+        @pytest.fixture(scope="class")
+        def box():
+            COUNT["setups"] += 1
+            return {"setups": COUNT["setups"]}
+
+        class TestOne:
+            def test_first(self, box):
+                SEEN.append("one")
+                box["touched"] = True
+                assert box["setups"] == 1
+
+            def test_second(self, box):
+                assert SEEN == [] and "touched" not in box and box["setups"] == 1
+
+        class TestTwo:
+            def test_third(self, box):
+                assert SEEN == [] and box == {"setups": 2}
+        """
+    )
+    run("--isolate-all", "-q").assert_outcomes(passed=3)
+    run("--no-isolate", "-q").assert_outcomes(passed=1, failed=2)
+
+
+def test_an_unused_early_process_leaves_nothing(pytester: pytest.Pytester, run: RunPytest) -> None:
+    # -x: test_b's process was forked while test_a ran, and its turn never comes.
+    pytester.makeconftest(
+        """
+        import psutil, pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_sessionfinish(session):
+            me = psutil.Process()
+            builder = "pytest_isolate.zygote"
+            left = [p for p in me.children() if builder not in " ".join(p.cmdline())]
+            open("left.txt", "w").write(repr([(p.pid, p.status()) for p in left]))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import time
+
+        def test_a():
+            time.sleep(0.3)
+            assert False
+
+        def test_b():
+            pass
+        """
+    )
+    result = run("--isolate-all", "-q", "-x")
+    result.assert_outcomes(failed=1)
+    assert (pytester.path / "left.txt").read_text() == "[]"
