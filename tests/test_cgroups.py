@@ -271,6 +271,19 @@ def test_read_usage_fake(tmp_path: Path) -> None:
     )
 
 
+def test_read_usage_reads_no_throttling_without_a_cpu_cap(tmp_path: Path) -> None:
+    # Without a cpu cap the test process does not join the cpu group (needed_joins): its
+    # counters belong to nobody, and are not read.
+    group = _fake_group(tmp_path)
+    _files(group, USAGE_FILES)
+    group.set_limits(Limits(cpu=None, mem=None, pids=None))
+    usage = group.read_usage()
+    assert (usage.nr_throttled, usage.throttled, usage.peak_pids) == (0, 0.0, 17)
+    _files(group, {"cpu": {"cpu.cfs_period_us": "", "cpu.cfs_quota_us": ""}})
+    group.set_limits(Limits(cpu=0.5, mem=None, pids=None))
+    assert (group.read_usage().nr_throttled, group.read_usage().throttled) == (7, 0.25)
+
+
 def test_read_usage_scales_tick_split_to_exact_total(tmp_path: Path) -> None:
     group = _fake_group(tmp_path)
     _files(group, USAGE_FILES)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import select
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -170,14 +171,15 @@ def _share_with_item(reports: list[pytest.TestReport], item: pytest.Item) -> Non
 
     pytest keeps every report until the session ends. Reports made in this process share
     the item's nodeid, location and keyword names; decoded ones would hold copies of each
-    (several KiB per test, over a whole session).
+    (several KiB per test, over a whole session). Keyword names are interned instead.
     """
-    names = {name: name for name in item.keywords}
     for report in reports:
         _compat.share_node_id(report, item)
         if report.location == item.location:
             report.location = item.location
-        report.keywords = {names.get(k, k): v for k, v in report.keywords.items()}
+        # Interned: one copy of each keyword name for all reports (iterating the item's
+        # own keywords walks its whole parent chain, for every test).
+        report.keywords = {sys.intern(k): v for k, v in report.keywords.items()}
 
 
 def _restore_tuples(data: dict[str, Any]) -> dict[str, Any]:

@@ -424,7 +424,7 @@ class Zygote:
             self.reap_dying([fd for fd in ready if fd in self.dying])
             if not ready and want:
                 # One active sandbox may be the one in use: then pytest has none in hand.
-                self.set_urgent(len(self.active) <= 2)
+                self.set_urgent(len(self.active) <= 1)
                 self.build_one()
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ class GroupV1:
         self.name = name
         self._dirs = dict(dirs)  # controller -> directory
         self._unique = sorted(set(self._dirs.values()))
+        self._cpu_capped = True  # until set_limits says: without a cap nothing is throttled
 
     def dirs(self) -> dict[str, str]:
         return dict(self._dirs)
@@ -64,6 +65,7 @@ class GroupV1:
 
     def set_limits(self, limits: Limits) -> None:
         cpu = self._dirs.get("cpu")
+        self._cpu_capped = limits.cpu is not None
         if cpu and limits.cpu is not None:
             _write(f"{cpu}/cpu.cfs_period_us", str(CFS_PERIOD_US))
             _write(f"{cpu}/cpu.cfs_quota_us", str(round(limits.cpu * CFS_PERIOD_US)))
@@ -92,7 +94,7 @@ class GroupV1:
             else:
                 fields["cpu_user"] = total
         cpu = self._dirs.get("cpu")
-        if cpu:
+        if cpu and self._cpu_capped:  # uncapped, the test does not even join this group
             stat = _keyed(_read(f"{cpu}/cpu.stat"))
             fields["nr_throttled"] = stat.get("nr_throttled", 0)
             fields["throttled"] = stat.get("throttled_time", 0) / 1e9
