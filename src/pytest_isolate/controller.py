@@ -480,13 +480,16 @@ class _SpareWanted:
 def _fork_spare(
     item: pytest.Item, spec: IsolationSpec, session: Session, busy: Sequence[int], lease: Lease
 ) -> Spare | None:
-    """Fork ``item``'s test process into ``lease``'s sandbox, to wait there for its turn."""
+    """Fork ``item``'s test process into ``lease``'s sandbox, to wait there for its turn.
+    None if that fails: then it is forked at its turn, which reports what goes wrong."""
     turn_r, turn_w = os.pipe2(os.O_CLOEXEC)
-    rfd, wfd, ctx = _context(lease, spec, session, (*busy, turn_w), turn_r)
+    opened = [turn_r, turn_w]
     try:
+        rfd, wfd, ctx = _context(lease, spec, session, (*busy, turn_w), turn_r)
+        opened += [rfd, wfd]
         pid = _fork_into(lease, session)
-    except OSError:
-        for fd in (turn_r, turn_w, rfd, wfd):
+    except OSError:  # a cap that cannot be set (CgroupError), no memory for a fork, ...
+        for fd in opened:
             os.close(fd)
         session.pool.release(lease)
         return None
