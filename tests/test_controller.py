@@ -1,12 +1,18 @@
-"""The parent's side of one test: which phase a test process died in."""
+"""The parent's side of one test: which phase a test process died in, and which of our
+children are test processes in a sandbox."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import types
 
 import pytest
 
-from pytest_isolate.controller import _crash_phase, _Run
+from conftest import needs_root, reap
+from pytest_isolate import _ffi
+from pytest_isolate.controller import _crash_phase, _Run, stray_test_processes
 
 
 def _report(when: str, outcome: str = "passed") -> pytest.TestReport:
@@ -35,3 +41,48 @@ def test_crash_phase_is_the_one_after_the_last_report(
 ) -> None:
     run = _Run(pid=0, reports=[_report(when, outcome) for when, outcome in reports])
     assert _crash_phase(run, _config(setuponly)) == phase
+
+
+@needs_root
+def test_stray_test_processes_are_our_children_in_a_sandbox_of_the_builder() -> None:
+    # A stand-in builder with one "sandbox": an init in a pid namespace of its own.
+    r, w = os.pipe()
+    builder = os.fork()
+    if builder == 0:  # pragma: no cover - the stand-in builder
+        try:
+            _ffi.unshare(_ffi.CLONE_NEWPID)
+            init = os.fork()
+            if init == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(w, str(init).encode())
+            os.waitpid(init, 0)
+        finally:
+            os._exit(0)
+    os.close(w)
+    init = int(os.read(r, 64))
+    os.close(r)
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    sandbox = os.open(f"/proc/{init}/ns/pid", os.O_RDONLY)
+    ordinary = os.fork()
+    if ordinary == 0:  # pragma: no cover
+        time.sleep(60)
+        os._exit(0)
+    _ffi.setns(sandbox, _ffi.CLONE_NEWPID)
+    try:
+        inside = os.fork()
+        if inside == 0:  # pragma: no cover - a test process, in the sandbox
+            time.sleep(60)
+            os._exit(0)
+    finally:
+        _ffi.setns(own, _ffi.CLONE_NEWPID)
+        os.close(own)
+        os.close(sandbox)
+    try:
+        assert stray_test_processes(builder) == [inside]
+        assert stray_test_processes(ordinary) == []  # not a builder: no sandboxes
+    finally:
+        for pid in (inside, ordinary, init):
+            os.kill(pid, signal.SIGKILL)
+        for pid in (inside, ordinary, builder):
+            reap(pid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import select
+import signal
 import sys
 import time
 import warnings
@@ -81,6 +82,11 @@ class Session:
         if keep == 0 and self.spare is not None:
             spare, self.spare = self.spare, None
             self.discard(spare)
+        if keep == 0:
+            for pid in stray_test_processes(self.pool.pid):
+                if pid not in self.exiting:
+                    os.kill(pid, signal.SIGKILL)
+                    self.exiting.append(pid)
         still = []
         for index, pid in enumerate(self.exiting):
             if index < len(self.exiting) - keep:
@@ -103,6 +109,41 @@ class Session:
         self.pool.close()
         os.close(self.own_pidns)
         os.close(self.dump_fd)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(child) for child in f.read().split()]
+        except OSError:  # no CONFIG_PROC_CHILDREN, or the thread is gone
+            pass
+    return found
+
+
+def _pid_namespace(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:  # gone
+        return -1
+
+
+def stray_test_processes(builder: int) -> list[int]:
+    """Our children that live in a sandbox: in the pid namespace of one of the builder's
+    children (the sandboxes' inits).
+
+    Normally each test process is reaped where it was forked. One that a KeyboardInterrupt
+    separated from its bookkeeping (between the fork and the wait) would keep its
+    sandbox's init from ever finishing its exit, and so the builder, and pytest, from
+    ending.
+    """
+    sandboxes = {_pid_namespace(init) for init in _children(builder)} - {-1}
+    return [pid for pid in _children(os.getpid()) if _pid_namespace(pid) in sandboxes]
 
 
 @dataclass

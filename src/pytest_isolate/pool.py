@@ -132,6 +132,11 @@ class SandboxPool:
             self._handle(*self._recv())
         return self._ready.popleft()
 
+    @property
+    def pid(self) -> int:
+        """The builder's process id."""
+        return self._proc.pid
+
     def fileno(self) -> int:
         """Readable when the builder has sent something (``take_ready`` takes it in)."""
         return self._sock.fileno()
