@@ -104,8 +104,14 @@ def test_300_isolated_tests_leave_nothing_behind(pytester: pytest.Pytester, run:
     assert not glob.glob("/tmp/leak-*")
 
 
+# Python keeps SIGINT ignored if it starts that way (as under `nohup cmd &` or any
+# non-interactive shell's background job): Ctrl-C, which these tests send, must reach it.
+_MAIN = (
+    "import signal, sys, pytest; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.exit(pytest.console_main())"
+)
 # pytest-randomly (a test extra) would reorder the tests.
-_PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-s")
+_PYTEST = (sys.executable, "-c", _MAIN, "-p", "no:cacheprovider", "-p", "no:randomly", "-s")
 
 
 def _start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:

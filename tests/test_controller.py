@@ -12,7 +12,16 @@ import pytest
 
 from conftest import needs_root, reap
 from pytest_isolate import _ffi
-from pytest_isolate.controller import _crash_phase, _Run, stray_test_processes
+from pytest_isolate.cgroups import CgroupError, Limits
+from pytest_isolate.controller import (
+    Session,
+    _crash_phase,
+    _Run,
+    run_isolated,
+    stray_test_processes,
+)
+from pytest_isolate.pool import Lease
+from pytest_isolate.spec import IsolationSpec
 
 
 def _report(when: str, outcome: str = "passed") -> pytest.TestReport:
@@ -86,3 +95,52 @@ def test_stray_test_processes_are_our_children_in_a_sandbox_of_the_builder() -> 
             os.kill(pid, signal.SIGKILL)
         for pid in (inside, ordinary, builder):
             reap(pid)
+
+
+class _RefusingGroup:
+    name = "g"
+
+    def set_limits(self, limits: Limits) -> None:
+        raise CgroupError(22, "cannot write '1' to .../memory.limit_in_bytes: Invalid argument")
+
+
+class _OnePool:
+    """A builder stand-in with one sandbox, whose init is a sleeping child of the test."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.released: list[Lease] = []
+        self.fds: list[int] = []
+        self.pid = os.getpid()
+
+    def settle(self, keep: int = 0) -> None:
+        pass
+
+    def acquire(self) -> Lease:
+        return self.lease
+
+    def release(self, lease: Lease) -> None:
+        self.released.append(lease)
+
+
+def test_a_cap_the_kernel_refuses_fails_that_test_only(pytester: pytest.Pytester) -> None:
+    modcol = pytester.getmodulecol("def test_x(): pass", configargs=("-p", "no:isolate"))
+    (item,) = pytester.genitems([modcol])
+    init = os.fork()
+    if init == 0:  # pragma: no cover - stands in for the sandbox's init
+        time.sleep(60)
+        os._exit(0)
+    lease = Lease(1, init, os.pidfd_open(init), _RefusingGroup())  # type: ignore[arg-type]
+    pool = _OnePool(lease)
+    session = Session(pool, -1, os.memfd_create("t"))  # type: ignore[arg-type]
+    try:
+        outcome = run_isolated(item, None, IsolationSpec(mem=1 << 20), session)
+    finally:
+        assert reap(init) != 0  # killed with its sandbox
+        os.close(lease.pidfd)
+        os.close(session.dump_fd)
+    assert pool.released == [lease]
+    setup = outcome.reports[0]
+    assert (setup.when, setup.outcome) == ("setup", "failed")
+    assert "could not set this test's caps" in str(setup.longrepr)
+    assert "memory.limit_in_bytes" in str(setup.longrepr)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from . import _compat, _ffi, child, wire
-from .cgroups import Limits, Usage
+from .cgroups import CgroupError, Limits, Usage
 from .forking import fork_quietly
 from .isolation import BuildPlan
 from .pool import Lease, PoolError, SandboxPool
@@ -586,7 +586,16 @@ def run_isolated(
         pid = spare.pid
         _give_turn(spare, nextitem)
     else:
-        rfd, wfd, ctx = _context(lease, spec, session)
+        try:
+            rfd, wfd, ctx = _context(lease, spec, session)
+        except CgroupError as exc:  # the kernel refused a cap that spec.py let through
+            kill_sandbox(lease.pidfd)
+            session.pool.release(lease)
+            return Outcome(
+                error_reports(item, f"pytest-isolate could not set this test's caps: {exc}"),
+                [],
+                None,
+            )
         wall_start = time.monotonic()
         start = time.time()
         pid = _fork_into(lease, session)
