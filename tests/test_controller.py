@@ -59,6 +59,12 @@ def test_stray_test_processes_are_our_children_in_a_sandbox_of_the_builder() -> 
     builder = os.fork()
     if builder == 0:  # pragma: no cover - the stand-in builder
         try:
+            # A child of the builder in our own pid namespace, as a rootless builder's
+            # helper is while it forks an init: our ordinary children are no strays.
+            helper = os.fork()
+            if helper == 0:
+                time.sleep(60)
+                os._exit(0)
             _ffi.unshare(_ffi.CLONE_NEWPID)
             init = os.fork()
             if init == 0:
@@ -66,6 +72,8 @@ def test_stray_test_processes_are_our_children_in_a_sandbox_of_the_builder() -> 
                 os._exit(0)
             os.write(w, str(init).encode())
             os.waitpid(init, 0)
+            os.kill(helper, signal.SIGKILL)
+            os.waitpid(helper, 0)
         finally:
             os._exit(0)
     os.close(w)

@@ -142,7 +142,9 @@ def stray_test_processes(builder: int) -> list[int]:
     sandbox's init from ever finishing its exit, and so the builder, and pytest, from
     ending.
     """
-    sandboxes = {_pid_namespace(init) for init in _children(builder)} - {-1}
+    own = _pid_namespace(os.getpid())
+    # Not ours: a rootless builder's helper, forking an init, lives in it for a moment.
+    sandboxes = {_pid_namespace(init) for init in _children(builder)} - {-1, own}
     return [pid for pid in _children(os.getpid()) if _pid_namespace(pid) in sandboxes]
 
 
