@@ -56,13 +56,17 @@ class Session:
     def take_spare(self, item: pytest.Item) -> Spare | None:
         """The process forked ahead for ``item``, if it is still of use: pytest's process
         has run no fixture code since. Any other is discarded."""
-        spare, self.spare = self.spare, None
-        if spare is None:
-            return None
-        if spare.item is item and spare.fixture_runs == _compat.fixture_runs(item.config):
+        spare, runs = self.spare, _compat.fixture_runs(item.config)
+        if spare is not None and spare.item is item and spare.fixture_runs == runs:
+            self.spare = None
             return spare
-        self.discard(spare)
+        self._drop_spare()
         return None
+
+    def _drop_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self.discard(spare)
 
     def discard(self, spare: Spare) -> None:
         """A spare that will not run: it leaves at EOF on its turn pipe, or with its sandbox."""
@@ -79,14 +83,8 @@ class Session:
         and the test process is our child: it must be reaped first. With ``keep=0`` a
         spare goes too: every sandbox is gone then.
         """
-        if keep == 0 and self.spare is not None:
-            spare, self.spare = self.spare, None
-            self.discard(spare)
         if keep == 0:
-            for pid in stray_test_processes(self.pool.pid):
-                if pid not in self.exiting:
-                    os.kill(pid, signal.SIGKILL)
-                    self.exiting.append(pid)
+            self._drop_spare()
         still = []
         for index, pid in enumerate(self.exiting):
             if index < len(self.exiting) - keep:
@@ -104,8 +102,17 @@ class Session:
         dump = os.memfd_create("pytest-isolate-stacks", os.MFD_CLOEXEC)
         return cls(pool, own, dump, plan)
 
-    def close(self) -> None:
+    def end(self) -> None:
+        """The session is over: every sandbox gone, with any test process of ours still in
+        one (only an interrupt, which ends the session, can leave one behind)."""
+        for pid in stray_test_processes(self.pool.pid):
+            if pid not in self.exiting:
+                os.kill(pid, signal.SIGKILL)
+                self.exiting.append(pid)
         self.settle()
+
+    def close(self) -> None:
+        self.end()
         self.pool.close()
         os.close(self.own_pidns)
         os.close(self.dump_fd)
@@ -543,8 +550,8 @@ def _fork_spare(
     return Spare(item, pid, lease, rfd, turn_w, _compat.fixture_runs(item.config))
 
 
-def _give_turn(spare: Spare, nextitem: pytest.Item | None) -> None:
-    index = -1 if nextitem is None else item_index(nextitem)
+def _give_turn(spare: Spare, index: int) -> None:
+    """Start it; ``index``: the next item's in ``session.items`` (-1: none)."""
     try:
         os.write(spare.turn, child.TURN.pack(index))
     except BrokenPipeError:
@@ -565,7 +572,8 @@ def run_isolated(
     try:
         session.settle(keep=MAX_DYING)
         spare = session.take_spare(item)
-        if spare is not None and nextitem is not None and item_index(nextitem) < 0:
+        after = -1 if nextitem is None else item_index(nextitem)
+        if spare is not None and nextitem is not None and after < 0:
             session.discard(spare)  # it could not be told which item comes next
             spare = None
         lease = spare.lease if spare is not None else session.pool.acquire()
@@ -586,7 +594,7 @@ def run_isolated(
         wall_start = time.monotonic()
         start = time.time()
         pid = spare.pid
-        _give_turn(spare, nextitem)
+        _give_turn(spare, after)
     else:
         try:
             rfd, wfd, ctx = _context(lease, spec, session)

@@ -325,7 +325,7 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE_KEY, None)
     if state is not None and state.session is not None:
-        state.session.settle()  # every sandbox is gone before other plugins look
+        state.session.end()  # every sandbox is gone before other plugins look
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
