@@ -78,6 +78,27 @@ class RunPytest(Protocol):
     def __call__(self, *args: str, timeout: float = ...) -> pytest.RunResult: ...
 
 
+def fork_bomb(pids: int) -> str:
+    """An isolated test (needs ``os``, ``time`` and ``pytest`` imported) that forks until
+    the pids cap refuses, then fails saying after how many children."""
+    return f"""
+@pytest.mark.isolated(pids={pids})
+def test_fork_bomb():
+    children = []
+    try:
+        while True:
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(30)
+                os._exit(0)
+            children.append(pid)
+    except BlockingIOError:
+        pass
+    assert len(children) < {pids}
+    raise AssertionError(f"fork refused after {{len(children)}} children")
+"""
+
+
 @pytest.fixture
 def run(pytester: pytest.Pytester) -> RunPytest:
     """Run pytest in a subprocess (never fork the outer pytest) with -p no:cacheprovider.

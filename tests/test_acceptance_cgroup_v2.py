@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunPytest, needs_cgroup_v2
+from conftest import RunPytest, fork_bomb, needs_cgroup_v2
 from pytest_isolate.cgroups import PREFIX
 
 pytestmark = needs_cgroup_v2
@@ -51,21 +51,7 @@ def _properties(xml_path: str) -> dict[str, dict[str, str]]:
     return out
 
 
-FORK_BOMB = """
-@pytest.mark.isolated(pids=8)
-def test_fork_bomb():
-    children = []
-    try:
-        while True:
-            pid = os.fork()
-            if pid == 0:
-                time.sleep(30)
-                os._exit(0)
-            children.append(pid)
-    except BlockingIOError:
-        pass
-    raise AssertionError(f"fork refused after {len(children)} children")
-"""
+FORK_BOMB = fork_bomb(pids=8)
 
 
 def test_v2_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run: RunPytest) -> None:

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import RunPytest, needs_cgroup_v1, needs_root
+from conftest import RunPytest, fork_bomb, needs_cgroup_v1, needs_root
 
 
 def _properties(xml_path: str) -> dict[str, dict[str, str]]:
@@ -91,26 +91,7 @@ def test_memory_cap_oom_kill_is_reported(pytester: pytest.Pytester, run: RunPyte
 
 @needs_cgroup_v1
 def test_pids_cap_stops_a_fork_bomb(pytester: pytest.Pytester, run: RunPytest) -> None:
-    pytester.makepyfile(
-        """
-        import os, time, pytest
-
-        @pytest.mark.isolated(pids=32)
-        def test_fork_bomb():
-            children = []
-            try:
-                while True:
-                    pid = os.fork()
-                    if pid == 0:
-                        time.sleep(30)
-                        os._exit(0)
-                    children.append(pid)
-            except BlockingIOError:
-                pass
-            assert len(children) < 32
-            raise AssertionError(f"fork refused after {len(children)} children")
-        """
-    )
+    pytester.makepyfile("import os, time, pytest\n" + fork_bomb(pids=32))
     result = run("--junitxml=out.xml")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
