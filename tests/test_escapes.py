@@ -75,7 +75,8 @@ def test_classic_chroot_escape_lands_in_the_snapshot():
 def test_proc_1_root_is_the_snapshot():
     os.remove(HOST_ONLY)
     with pytest.raises(OSError):
-        os.listdir("/proc/1/root")  # init is not dumpable: no access at all
+        os.listdir("/proc/1/root")  # init: outside our user namespace (rootless: not
+        # dumpable): no access at all
     with pytest.raises(OSError):
         os.open("/proc/1/ns/user", os.O_RDONLY)
     assert not os.path.exists(HOST_ONLY)

@@ -177,6 +177,13 @@ def test_build_plan_round_trips_through_json() -> None:
         BuildPlan.from_json({"userns": "sideways"})
 
 
+def test_only_a_rooted_snapshot_is_built_outside_its_init() -> None:
+    assert not BuildPlan().init_builds  # as root: the builder, and the test mounts /proc
+    assert not BuildPlan(userns="").init_builds
+    assert BuildPlan(userns="first").init_builds  # rootless
+    assert BuildPlan(overlay=False).init_builds  # no snapshot
+
+
 def test_isolation_is_frozen() -> None:
     iso = Isolation("linux", "sandbox")
     with pytest.raises(AttributeError):

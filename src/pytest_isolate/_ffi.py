@@ -1,7 +1,7 @@
 """cffi (ABI mode) bindings for the few syscalls the standard library lacks.
 
-Python 3.11 has no ``os.unshare``/``os.setns`` and no Python has ``mount`` or
-``prctl``. These are thin wrappers: each retries on EINTR and raises
+Python 3.11 has no ``os.unshare``/``os.setns`` and no Python has ``mount``,
+``prctl`` or ``clone``. These are thin wrappers: each retries on EINTR and raises
 ``OSError(errno, strerror)`` on failure, like ``os``.
 Nothing is compiled: the symbols are looked up in the already loaded libc, with
 declarations pre-parsed into ``_ffi_abi.py`` (see ``_ffi_build.py``).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from typing import Any
 
 try:
@@ -28,6 +29,7 @@ except OSError:  # pragma: no cover - Windows: no sandboxes, and none of these c
     _libc = None
 
 # <linux/sched.h>
+CLONE_VM = 0x00000100
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
@@ -97,3 +99,39 @@ def mount(
 
 def prctl(option: int, arg2: int = 0) -> int:
     return _retry(f"prctl {option}", _libc.prctl, option, arg2, 0, 0, 0)
+
+
+# The stack of clone_waiting's children: each only ever sits in pause(), on a few hundred
+# bytes of it, and is reaped before the next one starts.
+_STACK_SIZE = 64 * 1024
+_stack: Any = None
+
+
+def clone_waiting(flags: int) -> int:
+    """Start a child in the new namespaces ``flags`` names, doing nothing until it is killed.
+
+    The child shares our memory (``CLONE_VM``: nothing is copied, so this costs a small
+    fraction of a fork) and runs no Python: libc's ``pause()`` on a stack of its own, with
+    every signal blocked, so that it never returns. Its only use is to hold a namespace
+    while we open it through ``/proc/PID/ns``. The caller SIGKILLs and reaps it.
+    """
+    global _stack
+    if _stack is None:
+        _stack = _ffi.new("char[]", _STACK_SIZE)
+    fn = _ffi.cast("int(*)(void *)", _ffi.addressof(_libc, "pause"))
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        pid = int(
+            _libc.clone(
+                fn,
+                _stack + _STACK_SIZE,
+                _ffi.cast("int", flags | CLONE_VM | signal.SIGCHLD),
+                _ffi.NULL,
+            )
+        )
+        err = _ffi.errno
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    if pid == -1:
+        raise OSError(err, f"{os.strerror(err)} (clone {flags:#x})")
+    return pid

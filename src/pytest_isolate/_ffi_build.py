@@ -23,6 +23,8 @@ CDEF = """
               unsigned long flags, const void *data);
     int prctl(int option, unsigned long arg2, unsigned long arg3,
               unsigned long arg4, unsigned long arg5);
+    int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
+    int pause(void);
 """
 
 

@@ -21,6 +21,7 @@ from typing import NoReturn
 import pytest
 
 from . import _compat, _ffi, integrations, wire
+from .sandbox.filesystem import mount_proc
 from .sandbox.namespaces import ROOTLESS_NS_FILES, SANDBOX_NAMESPACES, set_hostname
 from .spec import IsolationSpec
 
@@ -55,8 +56,12 @@ class ChildContext:
     """False for fork-only isolation: no sandbox to join, only a process group of our own."""
     namespaces: int = SANDBOX_NAMESPACES
     """The sandbox's namespaces this test joins (all but net with ``net="host"``)."""
+    mount_proc: bool = False
+    """Mount the sandbox's /proc: as root with a snapshot, where pid 1 runs no code of its
+    own (``sandbox.namespaces``)."""
     ns_fds: tuple[int, ...] = ()
-    """Rootless: the sandbox's namespaces (``ROOTLESS_NS_FILES``), opened by the builder."""
+    """The sandbox's namespaces, opened by the builder: rootless, ``ROOTLESS_NS_FILES``; as
+    root, its user namespace (none where the host allows none)."""
     turn_fd: int = -1
     """A test process forked ahead (``controller.Spare``): once in its sandbox, it waits on
     this pipe for its turn, which names the item after its own (``TURN``)."""
@@ -184,9 +189,19 @@ def _enter_rooted(ctx: ChildContext) -> None:
         os.write(fd, b"0")
         os.close(fd)
     _setns_all(ctx, ctx.namespaces)
+    if ctx.mount_proc:
+        # procfs shows the pid namespace of whoever mounts it: ours, in which we were
+        # born. Still real root here, so the test cannot undo it.
+        mount_proc("")
     set_hostname(ctx.hostname)
-    if ctx.userns:
-        _setns_all(ctx, _ffi.CLONE_NEWUSER)
+    try:
+        if ctx.userns and ctx.ns_fds:  # made by the builder; pid 1 is not in it
+            _ffi.setns(ctx.ns_fds[0], _ffi.CLONE_NEWUSER)
+        elif ctx.userns:  # made by pid 1 (no snapshot)
+            _setns_all(ctx, _ffi.CLONE_NEWUSER)
+    finally:
+        for fd in ctx.ns_fds:
+            os.close(fd)
 
 
 def _await_turn(item: pytest.Item, fd: int) -> pytest.Item | None:

@@ -498,6 +498,7 @@ def _context(
         ),
         rootless=session.plan.userns == "first",
         userns=bool(session.plan.userns),
+        mount_proc=not session.plan.init_builds,
         ns_fds=tuple(lease.ns_fds),
         turn_fd=turn,
     )

@@ -70,6 +70,12 @@ class BuildPlan:
     cgroup_root: str = ""
     """A cgroup path (as /proc/self/cgroup shows it) to create the groups under."""
 
+    @property
+    def init_builds(self) -> bool:
+        """The sandbox's pid 1 makes its namespaces and mounts (rootless, or with no
+        snapshot). Otherwise the builder makes them, and the test process mounts /proc."""
+        return self.userns == "first" or not self.overlay
+
     def to_json(self) -> dict[str, object]:
         return {
             "userns": self.userns,

@@ -41,8 +41,7 @@ from .probe import cgroup_backend, enter_own_userns
 from .sandbox.filesystem import (
     MountStep,
     build_tree,
-    enter_root_mount,
-    mount_proc,
+    enter_root,
     plan_mounts,
     root_of,
     share_steps,
@@ -51,8 +50,11 @@ from .sandbox.namespaces import (
     ROOTLESS_NS_FILES,
     SANDBOX_NAMESPACES,
     init_loop,
+    init_program,
     kill_sandbox,
+    new_user_namespace,
     set_hostname,
+    spawn_init,
     write_id_maps,
     write_own_id_maps,
 )
@@ -80,9 +82,13 @@ class Sandbox:
     group: Group | None
     problems: list[str]
     ns_fds: list[int] = field(default_factory=list)
-    """Rootless: the sandbox's namespaces (``ROOTLESS_NS_FILES``), opened before its init
-    became non-dumpable: after that, only a privileged process may open them (through
-    /proc or its pidfd)."""
+    """The namespaces the test joins through the builder's descriptors. Rootless: all of
+    ``ROOTLESS_NS_FILES``, opened before its init became non-dumpable (after that, only a
+    privileged process may open them, through /proc or its pidfd). As root: the user
+    namespace (pid 1 is not in it)."""
+    lifeline: int = -1
+    """As root: the write end of pid 1's stdin, never written; pid 1 exits once it is
+    closed (here, or by the kernel when the builder dies)."""
 
 
 class Zygote:
@@ -108,6 +114,7 @@ class Zygote:
                 if self.plan.cgroup_root or self.plan.userns == "first"
                 else detect(mounts)
             )
+        self.init_program = init_program()
         self.next_id = 0
         self.active: dict[int, Sandbox] = {}
         self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
@@ -121,40 +128,44 @@ class Zygote:
 
     # -- building ---------------------------------------------------------------------------
     def build(self) -> Sandbox:
-        """Build one sandbox: its namespaces and mounts here, then fork its pid 1 into them.
+        """Build one sandbox: its namespaces and snapshot here, then spawn its pid 1 in them.
 
-        The builder enters the new mount, network, UTS and IPC namespaces itself and builds
-        the snapshot there, so the fork that makes pid 1 comes last and pid 1 has little
-        left to do (mount /proc, create the user namespace, chroot). Then the builder goes
-        back to its own namespaces. Doing the work here rather than in the fresh pid 1
-        spares the copy-on-write faults a forked Python process takes for every page it
-        touches.
+        The builder enters the new mount, network, UTS and IPC namespaces itself, builds
+        the snapshot there and chroots into it; pid 1 is spawned last (a small program:
+        see ``sandbox.namespaces``), into those namespaces and a new pid namespace. Then the
+        builder goes back to its own namespaces. The user namespace is made first, at home
+        (a chrooted process may not make one).
         """
-        if not self.plan.overlay or self.plan.userns == "first":
+        if self.plan.init_builds:
             return self._build_in_init()
         self.next_id += 1
         group = self.backend.create(str(self.next_id)) if self.backend is not None else None
-        r, w = os.pipe()
-        pid = -1
-        # CLONE_NEWPID applies to our next child only: it becomes pid 1 of the new namespace.
-        _ffi.unshare(_ffi.CLONE_NEWPID | SANDBOX_NAMESPACES)
+        ns_fds = [new_user_namespace()] if self.plan.userns else []
         try:
-            problems = build_tree(self.scratch, self.steps)
-            bring_up_loopback()
-            set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
-            os.chdir(root_of(self.scratch))  # pid 1 mounts /proc and chroots from here
-            enter_root_mount()
-            gc.freeze()  # the child's collector never walks (and so never copies) our heap
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                os.close(r)
-                self._init_main(w)
-        finally:
-            if pid != 0:
+            # CLONE_NEWPID applies to our next child only: it becomes pid 1 of the new
+            # namespace.
+            _ffi.unshare(_ffi.CLONE_NEWPID | SANDBOX_NAMESPACES)
+            try:
+                problems = build_tree(self.scratch, self.steps)
+                bring_up_loopback()
+                set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
+                os.chdir(root_of(self.scratch))
+                enter_root()  # pid 1's root: the snapshot, not the host under it
+                pid, lifeline = spawn_init(self.init_program)
+            finally:
                 self._go_home()
-        os.close(w)
-        pidfd = os.pidfd_open(pid)
-        return self._await_init(Sandbox(self.next_id, pid, pidfd, group, problems), r)
+        except BaseException:
+            for fd in ns_fds:
+                os.close(fd)
+            if group is not None:
+                try:
+                    group.remove(deadline=0)
+                except CgroupError:
+                    pass  # swept with the rest at the end
+            raise
+        sandbox = Sandbox(self.next_id, pid, os.pidfd_open(pid), group, problems, ns_fds)
+        sandbox.lifeline = lifeline
+        return sandbox
 
     def _await_init(self, sandbox: Sandbox, r: int, ack: int = -1) -> Sandbox:
         """Follow pid 1's setup on its pipe until the sandbox is ready ("R", with the
@@ -192,27 +203,6 @@ class Zygote:
         and working directory to that namespace's)."""
         for fd, nstype in self.home:
             _ffi.setns(fd, nstype)
-
-    def _init_main(self, w: int) -> None:  # pragma: no cover - runs in the child
-        gc.disable()  # a short-lived process that makes no garbage cycles worth collecting
-        try:
-            _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
-            self.sock.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
-            mount_proc(".")  # procfs shows the pid namespace of whoever mounts it: ours
-            # Into the snapshot first: unshare(CLONE_NEWUSER) is EPERM for a process whose
-            # root is not the topmost mount on the namespace's root.
-            os.chroot(".")
-            os.chdir("/")
-            if self.plan.userns:  # none where the host refuses it (the session warned)
-                _ffi.unshare(_ffi.CLONE_NEWUSER)
-                os.write(w, b"U\n")
-            _ffi.prctl(_ffi.PR_SET_DUMPABLE, 0)  # the test may not ptrace its init
-            _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
-            _serve_as_init(w, b"R\n")
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
-            _die_reporting(w, exc)
 
     # -- building in the init: rootless, or without a snapshot -------------------------------
     def _build_in_init(self) -> Sandbox:
@@ -309,10 +299,14 @@ class Zygote:
 
     def finish(self, sandbox: Sandbox) -> None:
         """Reap a killed init and remove its cgroups."""
-        os.waitpid(sandbox.pid, 0)
+        try:
+            os.waitpid(sandbox.pid, 0)
+        except ChildProcessError:
+            pass  # reaped by the kernel: it exited while spawn_init had SIGCHLD ignored
         os.close(sandbox.pidfd)
-        for fd in sandbox.ns_fds:
-            os.close(fd)
+        for fd in (*sandbox.ns_fds, sandbox.lifeline):
+            if fd >= 0:
+                os.close(fd)
         if sandbox.group is not None:
             try:
                 sandbox.group.remove(deadline=0)  # empty now: the namespace is gone
@@ -508,6 +502,7 @@ def main() -> None:
         enter_own_userns()
     if plan.userns == "first" or not plan.overlay:
         _ffi.prctl(_ffi.PR_SET_CHILD_SUBREAPER, 1)  # the inits of _build_in_init
+    os.set_inheritable(config["fd"], False)  # no sandbox's pid 1 may hold it
     sock = socket.socket(fileno=config["fd"])
     base = config["scratch_base"]
     sweep_scratch(base)

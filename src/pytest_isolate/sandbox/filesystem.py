@@ -1,7 +1,7 @@
 """The sandbox's filesystem: an overlay snapshot of the host, moved over ``/``.
 
-``plan_mounts`` is pure (it reads a parsed mountinfo); ``build_root`` runs as real
-root inside a fresh mount namespace (and a fresh pid namespace, for /proc).
+``plan_mounts`` is pure (it reads a parsed mountinfo); ``build_tree`` runs as real
+root inside a fresh mount namespace, ``mount_proc`` inside the fresh pid namespace.
 
 Kernel facts this depends on (see the design notes):
 - Without ``MS_REC|MS_PRIVATE`` on ``/`` first, mounts propagate back to the host
@@ -155,20 +155,6 @@ def _make_dev(dev: str) -> None:
         os.rmdir(f"{dev}/mqueue")  # POSIX message queues not built into this kernel
 
 
-def build_root(scratch: str, steps: Sequence[MountStep]) -> list[str]:
-    """Build the snapshot under ``scratch`` and make it the root, in one process.
-
-    Runs as real root in a fresh mount and pid namespace. Returns one line per host mount
-    that could not be reproduced faithfully (those are read-only or missing inside).
-    """
-    problems = build_tree(scratch, steps)
-    root = root_of(scratch)
-    mount_proc(root)
-    os.chdir(root)
-    enter_root()
-    return problems
-
-
 def root_of(scratch: str) -> str:
     return f"{scratch}/root"
 
@@ -177,7 +163,7 @@ def build_tree(scratch: str, steps: Sequence[MountStep]) -> list[str]:
     """Everything but /proc: mount the snapshot at ``root_of(scratch)``.
 
     Runs as real root in a fresh mount namespace; the pid namespace does not matter yet, so
-    the sandbox builder can do this itself and leave only /proc to the sandbox's pid 1.
+    the sandbox builder can do this itself and leave only /proc to the test process.
     Returns one line per host mount that could not be reproduced faithfully (those are
     read-only or missing inside).
     """
@@ -225,13 +211,16 @@ def mount_proc(root: str) -> None:
     """A fresh /proc under ``root`` (a path, possibly relative), with its knobs read-only.
 
     procfs shows the pid namespace of the process that mounts it: this runs in the
-    sandbox's pid 1, as real root (before its user namespace exists).
+    sandbox's pid namespace, with the capabilities that own its mounts (as root, the
+    test process before it joins the user namespace; rootless, pid 1).
     """
     _ffi.mount("proc", f"{root}/proc", "proc", _PSEUDO_FLAGS)
     for name in PROC_READONLY:
         path = f"{root}/proc/{name}"
-        if os.path.exists(path):
+        try:
             _bind_readonly(path, path, _PSEUDO_FLAGS)
+        except FileNotFoundError:  # not in this kernel's build
+            pass
 
 
 def enter_root_mount() -> None:

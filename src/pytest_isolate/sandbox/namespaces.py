@@ -1,23 +1,34 @@
 """Namespace steps, and the sandbox's pid 1.
 
-The sandbox is built ahead of time by an *init* process (pid 1 of a fresh pid
-namespace), so that the test process only has to join it:
+As root, the builder makes the sandbox's namespaces and its snapshot itself, then
+starts pid 1 in them; the test process only has to join:
 
-    init:  unshare(NS|NET|UTS|IPC) -> overlay moved over / -> lo up -> hostname
-           -> unshare(USER) (last: see below) -> wait, reaping orphans
-    test:  (forked by pytest into init's pid namespace)
-           join init's cgroups -> setns(NS|NET|UTS|IPC) -> hostname -> setns(USER)
+    builder: new user namespace (held by an fd) -> unshare(PID|NS|NET|UTS|IPC)
+             -> overlay moved over / and chrooted into -> lo up -> hostname
+             -> spawn pid 1 (``cat`` on a pipe only the builder writes to) -> back home
+    test:    (forked by pytest into the new pid namespace)
+             join the cgroups -> setns(NS|NET|UTS|IPC) -> mount /proc -> hostname
+             -> setns(USER)
 
-The user namespace is created after the mounts and owns none of the other
-namespaces: uid 0 inside holds no capability over the sandbox's mounts, network,
+pid 1 is a small program, not a fork of the builder: spawning it (vfork + exec) costs
+a tenth of forking a Python process and the copy-on-write faults both sides take after.
+It needs no code of its own: it inherits SIGCHLD ignored, so the kernel reaps every
+orphan reparented to it; it ignores SIGINT (the terminal's Ctrl-C reaches the test
+itself), and as pid 1 it gets no other signal from inside its namespace; it exits at
+EOF on its stdin, that is when the builder exits, however it dies. When pid 1 exits,
+the kernel kills everything left in the namespace: no daemon, orphan or grandchild of
+a test outlives it.
+
+The user namespace is made apart (``new_user_namespace``) and owns none of the
+others: uid 0 inside holds no capability over the sandbox's mounts, network,
 hostname, the host's devices, modules or /proc/sys. (Creating it together with the
 other namespaces would make ``lowerdir=/`` fail, and would give the test the right
-to undo its own mounts.)
+to undo its own mounts.) pid 1 stays outside it, so the test may neither ptrace nor
+inspect its pid 1 (/proc/1/root, /proc/1/fd): those need a capability in pid 1's
+user namespace.
 
-pid 1 ignores every signal it has no handler for, even SIGTERM from outside, so
-init forwards the usual termination signals to the rest of the namespace. When
-init exits, the kernel kills everything left in the namespace: no daemon, orphan
-or grandchild of a test outlives it.
+Rootless, pid 1 is a fork of the builder that builds the sandbox itself
+(``init_loop``): see ``zygote.Zygote._build_in_init``.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from typing import Final, NoReturn
 
 from .. import _ffi
@@ -72,6 +84,58 @@ def write_own_id_maps(pid: int) -> None:
             os.write(fd, data.encode())
         finally:
             os.close(fd)
+
+
+def new_user_namespace() -> int:
+    """A new user namespace with the identity mapping, as a descriptor the test joins.
+
+    A child sharing our memory creates it (``_ffi.clone_waiting``), is opened through
+    /proc and killed: the descriptor alone keeps the namespace. Needs CAP_SETUID and
+    CAP_SETGID, and a root that is not chrooted.
+    """
+    pid = _ffi.clone_waiting(_ffi.CLONE_NEWUSER)
+    try:
+        write_id_maps(pid)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def init_program() -> list[str]:
+    """The command of a sandbox's pid 1: ``cat`` (it reads its stdin until EOF and does
+    nothing else); a Python doing the same where there is no ``cat``."""
+    for path in ("/usr/bin/cat", "/bin/cat"):
+        if os.access(path, os.X_OK):
+            return [path]
+    return [sys.executable, "-I", "-S", "-c", "import os\nwhile os.read(0, 512): pass"]
+
+
+def spawn_init(program: list[str]) -> tuple[int, int]:
+    """Start a sandbox's pid 1 (``program``, see ``init_program``) in the pid namespace of
+    our next child; return its pid and its lifeline, the pipe end it reads (EOF: exit).
+
+    It inherits SIGCHLD ignored (so that orphans never stay zombies) and SIGINT ignored;
+    stdout and stderr are /dev/null, and every other descriptor of ours is close-on-exec.
+    """
+    r, w = os.pipe()
+    actions = [
+        (os.POSIX_SPAWN_DUP2, r, 0),
+        (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    # Briefly ours too: a child of ours that exits meanwhile (a released sandbox's pid 1)
+    # is reaped by the kernel, and so ``zygote.Zygote.finish`` accepts ECHILD.
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        pid = os.posix_spawn(program[0], program, {}, file_actions=actions, setsigmask=())
+    except BaseException:
+        os.close(w)
+        raise
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        os.close(r)
+    return pid, w
 
 
 def kill_sandbox(init_pidfd: int) -> None:

@@ -1,0 +1,135 @@
+"""Tests for ``pytest_isolate.sandbox.namespaces``: the sandbox's user namespace and pid 1.
+
+Against the real kernel, in a subprocess each (the steps change the calling process's
+namespaces for its children: never pytest's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+from conftest import needs_root
+from pytest_isolate.sandbox.namespaces import init_program
+
+
+def _run(script: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+@needs_root
+def test_new_user_namespace_maps_every_id_to_itself_and_leaves_no_process() -> None:
+    result = _run(
+        """
+        import json, os
+        from pytest_isolate import _ffi
+        from pytest_isolate.sandbox.namespaces import new_user_namespace
+
+        fd = new_user_namespace()
+        out = {"ns": os.readlink(f"/proc/self/fd/{fd}"), "ours": os.readlink("/proc/self/ns/user")}
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            out["children"] = 0  # the process that made it is gone, and reaped
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            _ffi.setns(fd, _ffi.CLONE_NEWUSER)
+            os.write(w, json.dumps([open("/proc/self/uid_map").read(), os.getuid(),
+                                    open("/proc/self/gid_map").read()]).encode())
+            os._exit(0)
+        os.close(w)
+        out["inside"] = json.loads(os.read(r, 4096))
+        os.waitpid(pid, 0)
+        print(json.dumps(out))
+        """
+    )
+    assert str(result["ns"]).startswith("user:[")
+    assert result["ns"] != result["ours"]
+    assert result["children"] == 0
+    uid_map, uid, gid_map = result["inside"]
+    assert uid_map.split() == ["0", "0", "4294967295"]
+    assert gid_map.split() == ["0", "0", "4294967295"]
+    assert uid == 0
+
+
+@needs_root
+def test_spawned_init_reaps_orphans_keeps_no_descriptor_and_exits_at_eof() -> None:
+    result = _run(
+        """
+        import json, os, select, signal, time
+        from pytest_isolate import _ffi
+        from pytest_isolate.sandbox.namespaces import init_program, spawn_init
+
+        keep = os.open("/", os.O_RDONLY)  # close-on-exec, as every descriptor of ours
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in the builder
+        _ffi.unshare(_ffi.CLONE_NEWPID)
+        init, lifeline = spawn_init(init_program())
+        out = {"fds": sorted(os.listdir(f"/proc/{init}/fd"))}
+        status = open(f"/proc/{init}/status").read()
+        ignored = int(status.split("SigIgn:")[1].split()[0], 16)
+        out["sigchld_ignored"] = bool(ignored & (1 << (signal.SIGCHLD - 1)))
+        out["sigint_ignored"] = bool(ignored & (1 << (signal.SIGINT - 1)))
+        out["our_sigchld"] = signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
+        # An orphan: forked into the namespace, its parent exits first.
+        r, w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            if os.fork() == 0:
+                os.close(w)
+                os.read(r, 1)  # until our parent is gone
+                os._exit(0)
+            os._exit(0)
+        os.waitpid(child, 0)
+        os.close(w)  # the orphan exits now, reparented to init
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            tasks = open(f"/proc/{init}/task/{init}/children").read().split()
+            if not tasks:
+                break
+            time.sleep(0.01)
+        out["init_children"] = tasks  # a zombie would still be listed
+        pidfd = os.pidfd_open(init)
+        out["alive"] = not select.select([pidfd], [], [], 0.2)[0]
+        os.close(lifeline)
+        out["exited_at_eof"] = bool(select.select([pidfd], [], [], 10)[0])
+        os.waitpid(init, 0)
+        print(json.dumps(out))
+        """
+    )
+    assert result["fds"] == ["0", "1", "2"]
+    assert result["sigchld_ignored"] is True
+    assert result["sigint_ignored"] is True
+    assert result["our_sigchld"] is True  # the builder's own disposition is back
+    assert result["init_children"] == []
+    assert result["alive"] is True
+    assert result["exited_at_eof"] is True
+
+
+def test_init_program_is_cat_here() -> None:
+    program = init_program()
+    assert os.path.basename(program[0]) == "cat", program
+
+
+def test_init_program_without_cat_is_a_python_doing_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    program = init_program()
+    assert program[0] == sys.executable
+    proc = subprocess.run(program, input=b"some input", capture_output=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, b"")  # reads to EOF, writes nothing
