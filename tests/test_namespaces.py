@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 import pytest
@@ -37,10 +38,13 @@ def test_new_user_namespace_maps_every_id_to_itself_and_leaves_no_process() -> N
         """
         import json, os
         from pytest_isolate import _ffi
-        from pytest_isolate.sandbox.namespaces import new_user_namespace
+        from pytest_isolate.sandbox.namespaces import new_user_namespace, reap
 
-        fd = new_user_namespace()
+        fd, helper = new_user_namespace()
         out = {"ns": os.readlink(f"/proc/self/fd/{fd}"), "ours": os.readlink("/proc/self/ns/user")}
+        pending = [helper]
+        reap(pending, wait=True)
+        out["pending"] = pending
         try:
             os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -60,6 +64,7 @@ def test_new_user_namespace_maps_every_id_to_itself_and_leaves_no_process() -> N
     )
     assert str(result["ns"]).startswith("user:[")
     assert result["ns"] != result["ours"]
+    assert result["pending"] == []
     assert result["children"] == 0
     uid_map, uid, gid_map = result["inside"]
     assert uid_map.split() == ["0", "0", "4294967295"]
@@ -133,3 +138,27 @@ def test_init_program_without_cat_is_a_python_doing_the_same(
     assert program[0] == sys.executable
     proc = subprocess.run(program, input=b"some input", capture_output=True, timeout=30)
     assert (proc.returncode, proc.stdout) == (0, b"")  # reads to EOF, writes nothing
+
+
+def test_reap_takes_only_the_children_that_are_gone_unless_told_to_wait() -> None:
+    from pytest_isolate.sandbox.namespaces import reap
+
+    running = subprocess.Popen(["sleep", "60"])
+    done = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"/proc/{done.pid}") or "Z" not in _state(done.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    pids = [running.pid, done.pid]
+    reap(pids)
+    assert pids == [running.pid]
+    running.kill()
+    reap(pids, wait=True)
+    assert pids == []
+    assert not os.path.exists(f"/proc/{running.pid}")
+    running.returncode = done.returncode = 0  # reaped by reap(): Popen must not wait
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]

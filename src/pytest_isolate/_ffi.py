@@ -102,9 +102,13 @@ def prctl(option: int, arg2: int = 0) -> int:
 
 
 # The stack of clone_waiting's children: each only ever sits in pause(), on a few hundred
-# bytes of it, and is reaped before the next one starts.
+# bytes of it. One serves them all: a child killed before it ran, or while in pause(), dies
+# in the kernel and never comes back to it.
 _STACK_SIZE = 64 * 1024
 _stack: Any = None
+_SIGSET_SIZE = 128  # glibc's sigset_t
+_all_signals: Any = None
+_saved_mask: Any = None
 
 
 def clone_waiting(flags: int) -> int:
@@ -115,11 +119,15 @@ def clone_waiting(flags: int) -> int:
     every signal blocked, so that it never returns. Its only use is to hold a namespace
     while we open it through ``/proc/PID/ns``. The caller SIGKILLs and reaps it.
     """
-    global _stack
+    global _stack, _all_signals, _saved_mask
     if _stack is None:
         _stack = _ffi.new("char[]", _STACK_SIZE)
+        _all_signals = _ffi.new("char[]", _SIGSET_SIZE)
+        _saved_mask = _ffi.new("char[]", _SIGSET_SIZE)
+        _libc.sigfillset(_all_signals)
     fn = _ffi.cast("int(*)(void *)", _ffi.addressof(_libc, "pause"))
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    # libc's, not signal.pthread_sigmask: that one builds a set of every signal, each time.
+    _libc.pthread_sigmask(signal.SIG_BLOCK, _all_signals, _saved_mask)
     try:
         pid = int(
             _libc.clone(
@@ -131,7 +139,7 @@ def clone_waiting(flags: int) -> int:
         )
         err = _ffi.errno
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _libc.pthread_sigmask(signal.SIG_SETMASK, _saved_mask, _ffi.NULL)
     if pid == -1:
         raise OSError(err, f"{os.strerror(err)} (clone {flags:#x})")
     return pid

@@ -25,6 +25,8 @@ CDEF = """
               unsigned long arg4, unsigned long arg5);
     int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...);
     int pause(void);
+    int sigfillset(void *set);
+    int pthread_sigmask(int how, const void *set, void *oldset);
 """
 
 

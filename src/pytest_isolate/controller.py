@@ -533,6 +533,9 @@ def _fork_spare(
 ) -> Spare | None:
     """Fork ``item``'s test process into ``lease``'s sandbox, to wait there for its turn.
     None if that fails: then it is forked at its turn, which reports what goes wrong."""
+    # Cached on the item from now on: the test process would work it out again for its
+    # reports (pytest does so at logstart, after this fork).
+    _ = item.location
     turn_r, turn_w = os.pipe2(os.O_CLOEXEC)
     opened = [turn_r, turn_w]
     try:

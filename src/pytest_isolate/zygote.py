@@ -53,6 +53,7 @@ from .sandbox.namespaces import (
     init_program,
     kill_sandbox,
     new_user_namespace,
+    reap,
     set_hostname,
     spawn_init,
     write_id_maps,
@@ -115,6 +116,7 @@ class Zygote:
                 else detect(mounts)
             )
         self.init_program = init_program()
+        self.dying_helpers: list[int] = []  # see new_user_namespace
         self.next_id = 0
         self.active: dict[int, Sandbox] = {}
         self.dying: dict[int, Sandbox] = {}  # pidfd -> a killed sandbox not yet reaped
@@ -140,7 +142,12 @@ class Zygote:
             return self._build_in_init()
         self.next_id += 1
         group = self.backend.create(str(self.next_id)) if self.backend is not None else None
-        ns_fds = [new_user_namespace()] if self.plan.userns else []
+        reap(self.dying_helpers)
+        ns_fds = []
+        if self.plan.userns:
+            userns, helper = new_user_namespace()
+            ns_fds.append(userns)
+            self.dying_helpers.append(helper)  # reaped later: no need to wait for it
         try:
             # CLONE_NEWPID applies to our next child only: it becomes pid 1 of the new
             # namespace.
@@ -400,6 +407,8 @@ class Zygote:
         """
         while True:
             want = len(self.active) <= SPARES and not self.build_failed
+            if not want:
+                reap(self.dying_helpers, wait=True)  # killed: gone in a moment, before we idle
             fds = [self.sock.fileno(), *self.dying]
             ready, _, _ = select.select(fds, [], [], 0 if want else None)
             if self.sock.fileno() in ready:
@@ -430,6 +439,7 @@ class Zygote:
         self.dying.clear()
         for sandbox in remaining:
             kill_sandbox(sandbox.pidfd)
+        reap(self.dying_helpers, wait=True)
         pending = {sandbox.pidfd: sandbox for sandbox in remaining}
         end = time.monotonic() + 30.0
         while pending and time.monotonic() < end:

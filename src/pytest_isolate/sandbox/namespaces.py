@@ -86,8 +86,9 @@ def write_own_id_maps(pid: int) -> None:
             os.close(fd)
 
 
-def new_user_namespace() -> int:
-    """A new user namespace with the identity mapping, as a descriptor the test joins.
+def new_user_namespace() -> tuple[int, int]:
+    """A new user namespace with the identity mapping, as a descriptor the test joins; and
+    the pid of the child that made it, killed but maybe not yet reaped (``reap``).
 
     A child sharing our memory creates it (``_ffi.clone_waiting``), is opened through
     /proc and killed: the descriptor alone keeps the namespace. Needs CAP_SETUID and
@@ -96,10 +97,21 @@ def new_user_namespace() -> int:
     pid = _ffi.clone_waiting(_ffi.CLONE_NEWUSER)
     try:
         write_id_maps(pid)
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC), pid
     finally:
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+
+
+def reap(pids: list[int], wait: bool = False) -> None:
+    """Remove from ``pids`` the children of ours that are gone (reaping them); with
+    ``wait``, all of them, once they are."""
+    for pid in list(pids):
+        try:
+            if os.waitpid(pid, 0 if wait else os.WNOHANG)[0] == 0:
+                continue
+        except ChildProcessError:
+            pass  # reaped by the kernel, while spawn_init had SIGCHLD ignored
+        pids.remove(pid)
 
 
 def init_program() -> list[str]:
