@@ -7,6 +7,7 @@ read back from --junitxml): a process forked early started while the test before
 
 from __future__ import annotations
 
+import ast
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -158,3 +159,90 @@ def test_an_unused_early_process_leaves_nothing(pytester: pytest.Pytester, run: 
     result = run("--isolate-all", "-q", "-x")
     result.assert_outcomes(failed=1)
     assert (pytester.path / "left.txt").read_text() == "[]"
+
+
+def test_early_processes_come_from_one_fork_server_and_are_pytests_children(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    # Recorded in pytest's process after each test: its children outside any sandbox
+    # (but the builder) and in one. The process forked early for the next test is there.
+    pytester.makeconftest(
+        """
+        import os, psutil
+
+        OWN = os.readlink("/proc/self/ns/pid")
+        SEEN = []
+
+        def pytest_runtest_logreport(report):
+            if report.when != "call":
+                return
+            servers, sandboxed = [], 0
+            for p in psutil.Process().children():
+                try:
+                    if "pytest_isolate.zygote" in " ".join(p.cmdline()):
+                        continue
+                    ns = os.readlink(f"/proc/{p.pid}/ns/pid")
+                except (OSError, psutil.Error):  # a test process that has exited
+                    continue
+                if ns == OWN:
+                    servers.append(p.pid)
+                else:
+                    sandboxed += 1
+            SEEN.append((servers, sandboxed))
+
+        def pytest_sessionfinish(session):
+            open("seen.txt", "w").write(repr(SEEN))
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(10))
+        def test_many(i):
+            pass
+        """
+    )
+    run("--isolate-all", "-q").assert_outcomes(passed=10)
+    seen = ast.literal_eval((pytester.path / "seen.txt").read_text())
+    assert len(seen) == 10
+    # One server, started at the first process forked early (a busy machine may have no
+    # sandbox ready for the first few), and kept.
+    servers = {tuple(s) for s, _ in seen if s}
+    assert len(servers) == 1 and len(next(iter(servers))) == 1, seen
+    assert seen[-1][0], seen
+    assert any(sandboxed for _, sandboxed in seen), seen  # the next one, waiting
+
+
+def test_the_fork_server_is_replaced_after_a_test_in_pytests_process(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    # test_4's process is forked early, while test_3 runs: from a server started after
+    # test_2 changed STATE in pytest's own process, not from the one test_1b came from.
+    pytester.makepyfile(
+        """
+        import pytest
+
+        STATE = {"n": 0}
+
+        @pytest.mark.isolated
+        def test_1a():
+            pass
+
+        @pytest.mark.isolated
+        def test_1b():
+            assert STATE["n"] == 0
+
+        def test_2_in_pytests_process():
+            STATE["n"] = 1
+
+        @pytest.mark.isolated
+        def test_3():
+            assert STATE["n"] == 1
+
+        @pytest.mark.isolated
+        def test_4():
+            assert STATE["n"] == 1
+        """
+    )
+    run("-q").assert_outcomes(passed=5)

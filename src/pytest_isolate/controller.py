@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from . import _compat, _ffi, child, wire
+from . import _compat, _ffi, child, forkserver, wire
 from .cgroups import CgroupError, Limits, Usage
 from .forking import fork_quietly
+from .forkserver import ForkServer
 from .isolation import BuildPlan
 from .pool import Lease, PoolError, SandboxPool
 from .prefork import item_index
@@ -52,6 +53,8 @@ class Session:
     """Test processes that reported everything and were killed with their sandbox."""
     spare: Spare | None = None
     """The next test's process, forked while the current test runs."""
+    forker: ForkServer | None = None
+    """Where spares are forked (``forkserver``); None until the first, or unsupported."""
 
     def take_spare(self, item: pytest.Item) -> Spare | None:
         """The process forked ahead for ``item``, if it is still of use: pytest's process
@@ -81,10 +84,12 @@ class Session:
 
         A sandbox's init exits only after every process of its namespace has been reaped,
         and the test process is our child: it must be reaped first. With ``keep=0`` a
-        spare goes too: every sandbox is gone then.
+        spare goes too: every sandbox is gone then; and so does the fork server (a test
+        about to run in pytest's process may change what it holds a copy of).
         """
         if keep == 0:
             self._drop_spare()
+            self.stop_fork_server()
         still = []
         for index, pid in enumerate(self.exiting):
             if index < len(self.exiting) - keep:
@@ -101,6 +106,22 @@ class Session:
         own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         dump = os.memfd_create("pytest-isolate-stacks", os.MFD_CLOEXEC)
         return cls(pool, own, dump, plan)
+
+    def fork_server(self, item: pytest.Item, busy: Sequence[int]) -> ForkServer | None:
+        """The fork server, started or replaced if pytest's process ran fixture code since
+        it started; None where there is none. ``busy``: descriptors it must not keep."""
+        runs = _compat.fixture_runs(item.config)
+        if self.forker is not None and self.forker.fixture_runs != runs:
+            self.stop_fork_server()
+        if self.forker is None and forkserver.supported():
+            close = [*self.pool.fds, *busy, self.own_pidns]
+            self.forker = ForkServer.start(item.session.items, close, runs)
+        return self.forker
+
+    def stop_fork_server(self) -> None:
+        forker, self.forker = self.forker, None
+        if forker is not None:
+            forker.stop()
 
     def end(self) -> None:
         """The session is over: every sandbox gone, with any test process of ours still in
@@ -533,15 +554,22 @@ def _fork_spare(
 ) -> Spare | None:
     """Fork ``item``'s test process into ``lease``'s sandbox, to wait there for its turn.
     None if that fails: then it is forked at its turn, which reports what goes wrong."""
-    # Cached on the item from now on: the test process would work it out again for its
-    # reports (pytest does so at logstart, after this fork).
-    _ = item.location
-    turn_r, turn_w = os.pipe2(os.O_CLOEXEC)
-    opened = [turn_r, turn_w]
+    _ = item.location  # cached on the item: no test process works it out again
+    opened: list[int] = []
     try:
+        server = session.fork_server(item, (*busy, *lease.fds))
+        turn_r, turn_w = os.pipe2(os.O_CLOEXEC)
+        opened += [turn_r, turn_w]
         rfd, wfd, ctx = _context(lease, spec, session, (*busy, turn_w), turn_r)
         opened += [rfd, wfd]
-        pid = _fork_into(lease, session)
+        pid = -1
+        if server is not None:
+            try:
+                pid = server.fork(item_index(item), ctx, session.plan.userns != "first")
+            except OSError:  # it died (or could not fork): fork here, and start another
+                session.stop_fork_server()
+        if pid == -1:
+            pid = _fork_into(lease, session)
     except OSError:  # a cap that cannot be set (CgroupError), no memory for a fork, ...
         for fd in opened:
             os.close(fd)
