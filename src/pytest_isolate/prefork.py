@@ -16,6 +16,10 @@ process is forked early only if:
   is one known to change nothing a test process sees (``SAFE_HOOKS``).
 
 Elsewhere each test process is forked at its turn, as always; nothing else differs.
+
+The processes forked early come from the fork server (``forkserver``), a copy of
+pytest's process taken at the first of them and replaced by the same rule: when
+pytest's process runs fixture code, or a test of its own.
 """
 
 from __future__ import annotations
