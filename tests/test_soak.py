@@ -34,14 +34,17 @@ import json, os, time
 SAMPLES = []
 
 def _fds():
-    # Ready sandboxes come and go as a pidfd plus cgroup join files: not counted.
+    # Ready sandboxes come and go as a pidfd, their user namespace and cgroup join files:
+    # not counted.
     out = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{fd}")
         except OSError:
             continue
-        if target != "anon_inode:[pidfd]" and not target.endswith("/tasks"):
+        if target != "anon_inode:[pidfd]" and not target.startswith("user:") and not (
+            target.endswith("/tasks")
+        ):
             out += 1
     return out
 
