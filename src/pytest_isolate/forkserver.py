@@ -20,7 +20,6 @@ that decides whether a process forked ahead is still of use.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import os
@@ -34,6 +33,11 @@ import pytest
 
 from . import _ffi, child
 
+try:
+    import ctypes
+except ImportError:  # pragma: no cover - a Python built without ctypes: no fork server
+    ctypes = None  # type: ignore[assignment]
+
 # The clone(2) system call's number, where it takes the flags first (and the rest may
 # be zero): elsewhere there is no fork server, and processes are forked as before.
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
@@ -42,7 +46,13 @@ _FD_FIELDS = ("report_fd", "init_pidfd", "turn_fd")
 
 
 def supported() -> bool:
-    return os.uname().machine in _SYS_CLONE and hasattr(ctypes, "pythonapi")
+    """Linux on a machine whose clone(2) we know, and CPython (its fork steps, via ctypes)."""
+    return (
+        hasattr(os, "uname")
+        and os.uname().machine in _SYS_CLONE
+        and ctypes is not None
+        and hasattr(ctypes, "pythonapi")
+    )
 
 
 def fork_as_sibling() -> int:
