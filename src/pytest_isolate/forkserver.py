@@ -32,6 +32,7 @@ from typing import NoReturn
 import pytest
 
 from . import _ffi, child
+from .forking import fork_quietly
 
 try:
     import ctypes
@@ -96,7 +97,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         gc.freeze()  # neither the server nor its children collect (and so copy) our heap
         try:
-            pid = os.fork()
+            pid = fork_quietly()
         finally:
             gc.unfreeze()
         if pid == 0:  # pragma: no cover - the server
