@@ -20,6 +20,7 @@ that decides whether a process forked ahead is still of use.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -27,7 +28,7 @@ import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -56,20 +57,26 @@ def supported() -> bool:
     )
 
 
+@functools.cache
+def _clone() -> tuple[Any, int]:
+    """libc's ``syscall`` (called with the GIL held: ``PyDLL``) and clone's number here."""
+    libc = ctypes.PyDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall, _SYS_CLONE[os.uname().machine]
+
+
 def fork_as_sibling() -> int:
     """``os.fork()``, except that the child is our parent's child, not ours.
 
     Python's own before/after-fork steps run as in ``os.fork`` (locks, ``at_fork``
-    handlers, the thread state); the GIL stays held throughout (``PyDLL``).
+    handlers, the thread state); the GIL stays held throughout.
     """
-    libc = ctypes.PyDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    syscall, number = _clone()
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     pid = int(
-        libc.syscall(ctypes.c_long(_SYS_CLONE[os.uname().machine]),
-                     ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD), ctypes.c_ulong(0),
-                     ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+        syscall(ctypes.c_long(number), ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD),
+                ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     )  # fmt: skip
     err = ctypes.get_errno()
     if pid == 0:

@@ -170,9 +170,7 @@ class Zygote:
                 except CgroupError:
                     pass  # swept with the rest at the end
             raise
-        sandbox = Sandbox(self.next_id, pid, os.pidfd_open(pid), group, problems, ns_fds)
-        sandbox.lifeline = lifeline
-        return sandbox
+        return Sandbox(self.next_id, pid, os.pidfd_open(pid), group, problems, ns_fds, lifeline)
 
     def _await_init(self, sandbox: Sandbox, r: int, ack: int = -1) -> Sandbox:
         """Follow pid 1's setup on its pipe until the sandbox is ready ("R", with the
@@ -510,7 +508,7 @@ def main() -> None:
         # Rootless: a user namespace of our own first, where we hold the capabilities to
         # build every sandbox (its pid, mount, net, uts and ipc namespaces are owned by it).
         enter_own_userns()
-    if plan.userns == "first" or not plan.overlay:
+    if plan.init_builds:
         _ffi.prctl(_ffi.PR_SET_CHILD_SUBREAPER, 1)  # the inits of _build_in_init
     os.set_inheritable(config["fd"], False)  # no sandbox's pid 1 may hold it
     sock = socket.socket(fileno=config["fd"])
