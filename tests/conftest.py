@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from typing import Protocol
 
@@ -112,6 +114,16 @@ def run(pytester: pytest.Pytester) -> RunPytest:
         )
 
     return _run
+
+
+def run_script(script: str) -> str:
+    """Run Python ``script`` (dedented) in a subprocess, for steps that change the calling
+    process (never pytest's own); fail unless it exits 0; its stdout, stripped."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
 
 
 def reap(pid: int, timeout: float = 10.0) -> int:

@@ -3,19 +3,8 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
+from conftest import run_script
 from pytest_isolate import forkserver
-
-
-def _run(script: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
 
 
 def test_supported_here() -> None:
@@ -23,7 +12,7 @@ def test_supported_here() -> None:
 
 
 def test_a_sibling_is_our_parents_child_and_a_working_python() -> None:
-    out = _run(
+    out = run_script(
         """
         import os, threading
         from pytest_isolate.forkserver import fork_as_sibling
@@ -47,7 +36,7 @@ def test_a_sibling_is_our_parents_child_and_a_working_python() -> None:
 
 
 def test_asking_a_stopped_server_is_an_oserror() -> None:
-    out = _run(
+    out = run_script(
         """
         import os
         from pytest_isolate.child import ChildContext

@@ -10,25 +10,17 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from typing import Any
 
 import pytest
 
-from conftest import needs_root
+from conftest import needs_root, run_script
 from pytest_isolate.sandbox.namespaces import init_program
 
 
 def _run(script: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result: dict[str, Any] = json.loads(proc.stdout)
+    result: dict[str, Any] = json.loads(run_script(script))
     return result
 
 
