@@ -42,6 +42,7 @@ from .sandbox.filesystem import (
     MountStep,
     build_tree,
     enter_root,
+    enter_root_mount,
     plan_mounts,
     root_of,
     share_steps,
@@ -50,7 +51,6 @@ from .sandbox.namespaces import (
     ROOTLESS_NS_FILES,
     SANDBOX_NAMESPACES,
     init_loop,
-    init_program,
     kill_sandbox,
     new_user_namespace,
     reap,
@@ -60,6 +60,7 @@ from .sandbox.namespaces import (
     write_own_id_maps,
 )
 from .sandbox.network import bring_up_loopback
+from .sandbox.pid1 import InitProgram, init_program
 from .sandbox.rootless import build_rootless_root, no_snapshot
 from .spec import BUILTIN_DEFAULTS
 
@@ -115,7 +116,8 @@ class Zygote:
                 if self.plan.cgroup_root or self.plan.userns == "first"
                 else detect(mounts)
             )
-        self.init_program = init_program()
+        # Chosen (and tried) once; rootless or without a snapshot, pid 1 is ours.
+        self.init_program: InitProgram | None = None if self.plan.init_builds else init_program()
         self.dying_helpers: list[int] = []  # see new_user_namespace
         self.next_id = 0
         self.active: dict[int, Sandbox] = {}
@@ -157,8 +159,15 @@ class Zygote:
                 bring_up_loopback()
                 set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
                 os.chdir(root_of(self.scratch))
-                enter_root()  # pid 1's root: the snapshot, not the host under it
-                pid, lifeline = spawn_init(self.init_program)
+                # pid 1's root: the snapshot, not the host under it (the built-in
+                # program chroots itself; its file is in no snapshot)
+                program = self.init_program
+                assert program is not None
+                if program.enters_root:
+                    enter_root_mount()
+                else:
+                    enter_root()
+                pid, lifeline = spawn_init(program)
             finally:
                 self._go_home()
         except BaseException:
@@ -455,6 +464,8 @@ class Zygote:
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+        if self.init_program is not None:
+            self.init_program.close()
         try:
             os.rmdir(self.scratch)
         except OSError:

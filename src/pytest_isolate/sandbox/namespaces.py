@@ -4,18 +4,20 @@ As root, the builder makes the sandbox's namespaces and its snapshot itself, the
 starts pid 1 in them; the test process only has to join:
 
     builder: new user namespace (held by an fd) -> unshare(PID|NS|NET|UTS|IPC)
-             -> overlay moved over / and chrooted into -> lo up -> hostname
-             -> spawn pid 1 (``cat`` on a pipe only the builder writes to) -> back home
+             -> lo up -> hostname -> overlay moved over /
+             -> spawn pid 1 (``pid1``: it reads a pipe only the builder writes to; it
+                chroots into the snapshot) -> back home
     test:    (forked by pytest into the new pid namespace)
              join the cgroups -> setns(NS|NET|UTS|IPC) -> mount /proc -> hostname
              -> setns(USER)
 
-pid 1 is a small program, not a fork of the builder: spawning it (vfork + exec) costs
-a tenth of forking a Python process and the copy-on-write faults both sides take after.
-It needs no code of its own: it inherits SIGCHLD ignored, so the kernel reaps every
-orphan reparented to it; it ignores SIGINT (the terminal's Ctrl-C reaches the test
-itself), and as pid 1 it gets no other signal from inside its namespace; it exits at
-EOF on its stdin, that is when the builder exits, however it dies. When pid 1 exits,
+pid 1 is a small program (``pid1``), not a fork of the builder: spawning it (vfork +
+exec) costs a fraction of forking a Python process and the copy-on-write faults both
+sides take after. It needs no code of its own: it inherits SIGCHLD ignored, so the
+kernel reaps every orphan reparented to it; it ignores SIGINT (the terminal's Ctrl-C
+reaches the test itself), and as pid 1 it gets no other signal from inside its
+namespace; it exits at EOF on its stdin, that is when the builder exits, however it
+dies. When pid 1 exits,
 the kernel kills everything left in the namespace: no daemon, orphan or grandchild of
 a test outlives it.
 
@@ -36,10 +38,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 from typing import Final, NoReturn
 
 from .. import _ffi
+from .pid1 import InitProgram
 
 SANDBOX_NAMESPACES: Final = (
     _ffi.CLONE_NEWNS | _ffi.CLONE_NEWNET | _ffi.CLONE_NEWUTS | _ffi.CLONE_NEWIPC
@@ -114,18 +116,9 @@ def reap(pids: list[int], wait: bool = False) -> None:
         pids.remove(pid)
 
 
-def init_program() -> list[str]:
-    """The command of a sandbox's pid 1: ``cat`` (it reads its stdin until EOF and does
-    nothing else); a Python doing the same where there is no ``cat``."""
-    for path in ("/usr/bin/cat", "/bin/cat"):
-        if os.access(path, os.X_OK):
-            return [path]
-    return [sys.executable, "-I", "-S", "-c", "import os\nwhile os.read(0, 512): pass"]
-
-
-def spawn_init(program: list[str]) -> tuple[int, int]:
-    """Start a sandbox's pid 1 (``program``, see ``init_program``) in the pid namespace of
-    our next child; return its pid and its lifeline, the pipe end it reads (EOF: exit).
+def spawn_init(program: InitProgram) -> tuple[int, int]:
+    """Start a sandbox's pid 1 (``program``, see ``pid1``) in the pid namespace of our
+    next child; return its pid and its lifeline, the pipe end it reads (EOF: exit).
 
     It inherits SIGCHLD ignored (so that orphans never stay zombies) and SIGINT ignored;
     stdout and stderr are /dev/null, and every other descriptor of ours is close-on-exec.
@@ -140,7 +133,8 @@ def spawn_init(program: list[str]) -> tuple[int, int]:
     # is reaped by the kernel, and so ``zygote.Zygote.finish`` accepts ECHILD.
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
-        pid = os.posix_spawn(program[0], program, {}, file_actions=actions, setsigmask=())
+        argv = program.argv
+        pid = os.posix_spawn(argv[0], argv, {}, file_actions=actions, setsigmask=())
     except BaseException:
         os.close(w)
         raise
