@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 import pytest
@@ -45,6 +45,12 @@ except ImportError:  # pragma: no cover - a Python built without ctypes: no fork
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
 CLONE_PARENT = 0x00008000
 _FD_FIELDS = ("report_fd", "init_pidfd", "turn_fd")
+# The context's other fields, sent as they are (descriptors go apart, as SCM_RIGHTS).
+_PLAIN_FIELDS = tuple(
+    f.name
+    for f in fields(child.ChildContext)
+    if f.name not in (*_FD_FIELDS, "close_fds", "join_fds", "ns_fds")
+)
 
 
 def supported() -> bool:
@@ -123,11 +129,11 @@ class ForkServer:
         """A test process for ``items[index]`` with ``ctx`` (its descriptors are sent; the
         caller keeps and closes its own). ``pidns``: born in the pid namespace of
         ``ctx.init_pidfd``. Raises OSError if the server is gone or could not fork."""
-        fields = {k: v for k, v in asdict(ctx).items() if k not in (*_FD_FIELDS, "close_fds")}
-        fields["join_fds"] = len(ctx.join_fds)
-        fields["ns_fds"] = len(ctx.ns_fds)
+        plain = {name: getattr(ctx, name) for name in _PLAIN_FIELDS}
+        plain["join_fds"] = len(ctx.join_fds)
+        plain["ns_fds"] = len(ctx.ns_fds)
         fds = [ctx.report_fd, ctx.init_pidfd, ctx.turn_fd, *ctx.join_fds, *ctx.ns_fds]
-        data = json.dumps({"item": index, "ctx": fields, "pidns": pidns}).encode()
+        data = json.dumps({"item": index, "ctx": plain, "pidns": pidns}).encode()
         socket.send_fds(self.sock, [data], fds)
         answer = self.sock.recv(256)
         if not answer:
@@ -157,8 +163,8 @@ def _serve(sock: socket.socket, items: Sequence[pytest.Item]) -> NoReturn:  # pr
         if not data:
             os._exit(0)
         request = json.loads(data)
-        fields = request["ctx"]
-        n_join, n_ns = fields.pop("join_fds"), fields.pop("ns_fds")
+        sent = request["ctx"]
+        n_join, n_ns = sent.pop("join_fds"), sent.pop("ns_fds")
         ctx = child.ChildContext(
             report_fd=fds[0],
             init_pidfd=fds[1],
@@ -166,7 +172,7 @@ def _serve(sock: socket.socket, items: Sequence[pytest.Item]) -> NoReturn:  # pr
             join_fds=tuple(fds[3 : 3 + n_join]),
             ns_fds=tuple(fds[3 + n_join : 3 + n_join + n_ns]),
             close_fds=(sock.fileno(), own_pidns),
-            **fields,
+            **sent,
         )
         pid = -1
         try:
