@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
@@ -45,6 +46,11 @@ except ImportError:  # pragma: no cover - a Python built without ctypes: no fork
 _SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "s390x": 120}
 CLONE_PARENT = 0x00008000
 _FD_FIELDS = ("report_fd", "init_pidfd", "turn_fd")
+# A request: the item's index, whether the child is born in the sandbox's pid namespace,
+# how many join and namespace descriptors follow the first three; then the other fields
+# of the context, as JSON (read by the child only). The answer: a pid, or -errno.
+_REQUEST = struct.Struct("<iBBB")
+_ANSWER = struct.Struct("<q")
 # The context's other fields, sent as they are (descriptors go apart, as SCM_RIGHTS).
 _PLAIN_FIELDS = tuple(
     f.name
@@ -64,11 +70,21 @@ def supported() -> bool:
 
 
 @functools.cache
-def _clone() -> tuple[Any, int]:
-    """libc's ``syscall`` (called with the GIL held: ``PyDLL``) and clone's number here."""
+def _clone() -> tuple[Any, tuple[Any, ...]]:
+    """libc's ``syscall`` (called with the GIL held: ``PyDLL``) and its arguments for
+    clone(CLONE_PARENT | SIGCHLD) here, made once."""
     libc = ctypes.PyDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
-    return libc.syscall, _SYS_CLONE[os.uname().machine]
+    number = ctypes.c_long(_SYS_CLONE[os.uname().machine])
+    zero = ctypes.c_ulong(0)
+    return libc.syscall, (
+        number,
+        ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD),
+        zero,
+        zero,
+        zero,
+        zero,
+    )
 
 
 def fork_as_sibling() -> int:
@@ -77,13 +93,10 @@ def fork_as_sibling() -> int:
     Python's own before/after-fork steps run as in ``os.fork`` (locks, ``at_fork``
     handlers, the thread state); the GIL stays held throughout.
     """
-    syscall, number = _clone()
+    syscall, args = _clone()
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
-    pid = int(
-        syscall(ctypes.c_long(number), ctypes.c_ulong(CLONE_PARENT | signal.SIGCHLD),
-                ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
-    )  # fmt: skip
+    pid: int = syscall(*args)
     err = ctypes.get_errno()
     if pid == 0:
         api.PyOS_AfterFork_Child()
@@ -130,18 +143,16 @@ class ForkServer:
         caller keeps and closes its own). ``pidns``: born in the pid namespace of
         ``ctx.init_pidfd``. Raises OSError if the server is gone or could not fork."""
         plain = {name: getattr(ctx, name) for name in _PLAIN_FIELDS}
-        plain["join_fds"] = len(ctx.join_fds)
-        plain["ns_fds"] = len(ctx.ns_fds)
         fds = [ctx.report_fd, ctx.init_pidfd, ctx.turn_fd, *ctx.join_fds, *ctx.ns_fds]
-        data = json.dumps({"item": index, "ctx": plain, "pidns": pidns}).encode()
-        socket.send_fds(self.sock, [data], fds)
-        answer = self.sock.recv(256)
-        if not answer:
+        head = _REQUEST.pack(index, pidns, len(ctx.join_fds), len(ctx.ns_fds))
+        socket.send_fds(self.sock, [head + json.dumps(plain).encode()], fds)
+        answer = self.sock.recv(_ANSWER.size)
+        if len(answer) != _ANSWER.size:
             raise OSError("the fork server is gone")
-        reply = json.loads(answer)
-        if "error" in reply:
-            raise OSError(reply["errno"], reply["error"])
-        return int(reply["pid"])
+        (pid,) = _ANSWER.unpack(answer)
+        if pid < 0:
+            raise OSError(-pid, f"{os.strerror(-pid)} (fork server)")
+        return int(pid)
 
     def stop(self) -> None:
         self.sock.close()  # it leaves at EOF
@@ -153,7 +164,8 @@ class ForkServer:
 
 
 def _serve(sock: socket.socket, items: Sequence[pytest.Item]) -> NoReturn:  # pragma: no cover
-    """The server's loop: one request, one fork. Runs no test code itself."""
+    """The server's loop: one request, one fork. Runs no test code itself, and as little
+    of its own as it can: every page it writes while a test process shares it is copied."""
     on_interrupt = signal.getsignal(signal.SIGINT)  # pytest's, for the test processes
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # pytest decides what Ctrl-C ends
     _ffi.prctl(_ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -162,34 +174,30 @@ def _serve(sock: socket.socket, items: Sequence[pytest.Item]) -> NoReturn:  # pr
         data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 64)
         if not data:
             os._exit(0)
-        request = json.loads(data)
-        sent = request["ctx"]
-        n_join, n_ns = sent.pop("join_fds"), sent.pop("ns_fds")
-        ctx = child.ChildContext(
-            report_fd=fds[0],
-            init_pidfd=fds[1],
-            turn_fd=fds[2],
-            join_fds=tuple(fds[3 : 3 + n_join]),
-            ns_fds=tuple(fds[3 + n_join : 3 + n_join + n_ns]),
-            close_fds=(sock.fileno(), own_pidns),
-            **sent,
-        )
+        index, pidns, n_join, n_ns = _REQUEST.unpack_from(data)
         pid = -1
         try:
-            if request["pidns"]:
-                _ffi.setns(ctx.init_pidfd, _ffi.CLONE_NEWPID)
+            if pidns:
+                _ffi.setns(fds[1], _ffi.CLONE_NEWPID)
             try:
                 pid = fork_as_sibling()
             finally:
-                if pid != 0 and request["pidns"]:
+                if pid != 0 and pidns:
                     _ffi.setns(own_pidns, _ffi.CLONE_NEWPID)
         except OSError as exc:
-            reply = {"error": str(exc), "errno": exc.errno or 0}
-        else:
-            if pid == 0:
-                signal.signal(signal.SIGINT, on_interrupt)
-                child.run(items[request["item"]], None, ctx)
-            reply = {"pid": pid}
+            pid = -(exc.errno or 1)
+        if pid == 0:
+            signal.signal(signal.SIGINT, on_interrupt)
+            ctx = child.ChildContext(
+                report_fd=fds[0],
+                init_pidfd=fds[1],
+                turn_fd=fds[2],
+                join_fds=tuple(fds[3 : 3 + n_join]),
+                ns_fds=tuple(fds[3 + n_join : 3 + n_join + n_ns]),
+                close_fds=(sock.fileno(), own_pidns),
+                **json.loads(data[_REQUEST.size :]),
+            )
+            child.run(items[index], None, ctx)
         for fd in fds:
             os.close(fd)
-        sock.send(json.dumps(reply).encode())
+        sock.send(_ANSWER.pack(pid))
