@@ -858,3 +858,17 @@ def test_real_sweep(real_backend: CgroupV1) -> None:
                 os.rmdir(os.path.join(h, PREFIX))
             except OSError:
                 pass  # other runs' groups are still there
+
+
+def test_makedirs_makes_the_parents_once_and_accepts_an_existing_directory(
+    tmp_path: Path,
+) -> None:
+    from pytest_isolate.cgroups._files import _makedirs
+
+    _makedirs(str(tmp_path / "owner" / "1"))  # the parents first
+    _makedirs(str(tmp_path / "owner" / "2"))  # then one directory
+    _makedirs(str(tmp_path / "owner" / "2"))  # already there
+    assert sorted(os.listdir(tmp_path / "owner")) == ["1", "2"]
+    (tmp_path / "owner" / "file").write_text("")
+    with pytest.raises(FileExistsError):
+        _makedirs(str(tmp_path / "owner" / "file"))

@@ -40,6 +40,15 @@ def _keyed(text: str) -> dict[str, int]:
 
 
 def _makedirs(path: str) -> None:
+    try:  # once its parents are made, the usual case: a group per sandbox
+        os.mkdir(path)
+        return
+    except FileNotFoundError:
+        pass
+    except FileExistsError:
+        if os.path.isdir(path):
+            return
+        raise
     # A concurrent session may remove the shared top directory between our checks.
     for _ in range(3):
         try:
