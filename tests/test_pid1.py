@@ -57,7 +57,7 @@ def test_builtin_names_itself_enters_its_directory_and_exits_at_eof(tmp_path: Pa
     try:
         # As the builder spawns it: its memfd is close-on-exec, like every fd but stdin.
         pid = os.posix_spawn(
-            program.argv[0], program.argv, {}, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)]
+            program.file, program.argv, {}, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0)]
         )
     finally:
         os.chdir(cwd)
@@ -69,6 +69,8 @@ def test_builtin_names_itself_enters_its_directory_and_exits_at_eof(tmp_path: Pa
             assert time.monotonic() < deadline, _comm(pid)
             time.sleep(0.01)
         assert os.readlink(f"/proc/{pid}/root") == str(tmp_path)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert f.read() == pid1.NAME.encode() + b"\0"  # as ps shows it
         links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         assert not [link for link in links if pid1.NAME in link]  # its memfd is not kept
         os.write(w, b"more than one byte")

@@ -133,8 +133,7 @@ def spawn_init(program: InitProgram) -> tuple[int, int]:
     # is reaped by the kernel, and so ``zygote.Zygote.finish`` accepts ECHILD.
     previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
-        argv = program.argv
-        pid = os.posix_spawn(argv[0], argv, {}, file_actions=actions, setsigmask=())
+        pid = os.posix_spawn(program.file, program.argv, {}, file_actions=actions, setsigmask=())
     except BaseException:
         os.close(w)
         raise

@@ -88,11 +88,17 @@ def static_elf(code: bytes, machine: int) -> bytes:
 @dataclass(frozen=True)
 class InitProgram:
     argv: tuple[str, ...]
+    path: str = ""
+    """The file to run, if not ``argv[0]``."""
     enters_root: bool = False
     """It chroots into its working directory itself (the built-in program): the builder
     spawns it from the snapshot instead of from inside it."""
     fd: int = -1
     """The memfd holding the built-in program, open for as long as it is used."""
+
+    @property
+    def file(self) -> str:
+        return self.path or self.argv[0]
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -108,7 +114,7 @@ def builtin() -> InitProgram | None:
         fd = _sealed_memfd(static_elf(*code))
     except OSError:
         return None
-    program = InitProgram((f"/proc/self/fd/{fd}",), enters_root=True, fd=fd)
+    program = InitProgram((NAME,), f"/proc/self/fd/{fd}", enters_root=True, fd=fd)
     if not _runs(program):
         program.close()
         return None
@@ -141,7 +147,7 @@ def _runs(program: InitProgram) -> bool:
     """Run it once, with its stdin at EOF: it must exit 0."""
     stdin = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)]
     try:
-        pid = os.posix_spawn(program.argv[0], program.argv, {}, file_actions=stdin)
+        pid = os.posix_spawn(program.file, program.argv, {}, file_actions=stdin)
     except OSError:
         return False
     try:
