@@ -38,7 +38,7 @@ def test_static_elf_has_one_loaded_segment_entered_at_the_code_and_a_stack_witho
     assert (stack[0], stack[1]) == (pid1.PT_GNU_STACK, pid1.PF_R | pid1.PF_W)
 
 
-@pytest.mark.parametrize(("at", "target"), [(0x0A, pid1.NAME.encode() + b"\0"), (0x18, b".\0")])
+@pytest.mark.parametrize(("at", "target"), [(0x1B, pid1.NAME.encode() + b"\0"), (0x29, b".\0")])
 def test_the_code_points_at_its_strings(at: int, target: bytes) -> None:
     code = pid1._X86_64
     assert code[at : at + 3] in (b"\x48\x8d\x35", b"\x48\x8d\x3d")  # lea disp32(%rip)
@@ -131,3 +131,55 @@ def test_without_cat_pid1_is_a_python_doing_the_same(monkeypatch: pytest.MonkeyP
 def _comm(pid: int) -> str:
     with open(f"/proc/{pid}/comm") as f:
         return f.read().strip()
+
+
+@x86_64_only
+@needs_root
+def test_builtin_dies_with_its_parent_even_while_its_pipe_stays_open(tmp_path: Path) -> None:
+    binary = tmp_path / "init"
+    binary.write_bytes(pid1.static_elf(pid1._X86_64, pid1.EM_X86_64))
+    binary.chmod(0o755)
+    r, w = os.pipe()  # we keep the write end: no EOF comes
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            f"pid = os.posix_spawn({str(binary)!r}, ['init'], {{}}, file_actions="
+            f"[(os.POSIX_SPAWN_DUP2, {r}, 0)])\n"
+            "print(pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        pass_fds=(r,),
+        cwd=tmp_path,
+    )
+    try:
+        assert parent.stdout is not None
+        init = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while _comm(init) != pid1.NAME:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        parent.kill()  # SIGKILL: nothing of its own runs
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{init}") and _state(init) != "Z":
+            assert time.monotonic() < deadline, "pid 1's program outlived its parent"
+            time.sleep(0.01)
+    finally:
+        os.close(r)
+        os.close(w)
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"

@@ -4,17 +4,20 @@ pid 1 needs no code of its own (see ``sandbox.namespaces``): it reads its stdin 
 EOF and exits. Any program that does so will do, and what it costs is all start-up:
 ``cat`` spends most of its 0.5 ms in the dynamic loader and in glibc's CPU-feature
 probing (CPUID, which a virtual machine traps). So on x86-64 pid 1 is a program of our
-own, 81 bytes of machine code in a static ELF without libc, run from a sealed memfd:
+own, 98 bytes of machine code in a static ELF without libc, run from a sealed memfd:
 
-    _start: prctl(PR_SET_NAME, "isolate-init")     # what ps shows
+    _start: prctl(PR_SET_PDEATHSIG, SIGKILL)       # the builder's death ends it
+            prctl(PR_SET_NAME, "isolate-init")     # what ps shows
             if chroot(".") != 0: exit_group(127)   # into the snapshot, its cwd
     loop:   n = read(0, buf, 1)                    # buf: below the stack pointer
             if n > 0 or n == -EINTR: goto loop
             exit_group(0)                          # EOF (or an error): the builder is gone
 
 It enters the snapshot itself (the builder spawns it from its working directory, the
-snapshot), since its file is in no snapshot. Elsewhere, or where the host will not run
-it (``vm.memfd_noexec``, a seccomp policy), pid 1 is ``cat``, spawned in the snapshot;
+snapshot), since its file is in no snapshot. It also dies with the builder, even while
+another process holds its pipe open (the user namespace's helper, when the builder is
+killed as it makes one). Elsewhere, or where the host will not run it
+(``vm.memfd_noexec``, a seccomp policy), pid 1 is ``cat``, spawned in the snapshot;
 without ``cat``, a Python doing the same.
 """
 
@@ -32,33 +35,37 @@ NAME = "isolate-init"
 _X86_64 = (
     bytes.fromhex(
         "b89d000000"  # 00 mov $157, %eax          prctl
-        "bf0f000000"  # 05 mov $15, %edi           PR_SET_NAME
-        "488d3540000000"  # 0a lea name(%rip), %rsi
-        "0f05"  # 11 syscall
-        "b8a1000000"  # 13 mov $161, %eax          chroot
-        "488d3d3f000000"  # 18 lea dot(%rip), %rdi
-        "0f05"  # 1f syscall
-        "4885c0"  # 21 test %rax, %rax
-        "751f"  # 24 jnz fail
-        "31c0"  # 26 loop: xor %eax, %eax      read
-        "31ff"  # 28 xor %edi, %edi            fd 0
-        "488d7424f8"  # 2a lea -8(%rsp), %rsi
-        "ba01000000"  # 2f mov $1, %edx
-        "0f05"  # 34 syscall
-        "4885c0"  # 36 test %rax, %rax
-        "7feb"  # 39 jg loop
-        "4883f8fc"  # 3b cmp $-4, %rax             -EINTR
-        "74e5"  # 3f je loop
-        "31ff"  # 41 xor %edi, %edi
-        "eb05"  # 43 jmp out
-        "bf7f000000"  # 45 fail: mov $127, %edi
-        "b8e7000000"  # 4a out: mov $231, %eax     exit_group
-        "0f05"  # 4f syscall
+        "bf01000000"  # 05 mov $1, %edi            PR_SET_PDEATHSIG
+        "be09000000"  # 0a mov $9, %esi            SIGKILL
+        "0f05"  # 0f syscall
+        "b89d000000"  # 11 mov $157, %eax          prctl
+        "bf0f000000"  # 16 mov $15, %edi           PR_SET_NAME
+        "488d3540000000"  # 1b lea name(%rip), %rsi
+        "0f05"  # 22 syscall
+        "b8a1000000"  # 24 mov $161, %eax          chroot
+        "488d3d3f000000"  # 29 lea dot(%rip), %rdi
+        "0f05"  # 30 syscall
+        "4885c0"  # 32 test %rax, %rax
+        "751f"  # 35 jnz fail
+        "31c0"  # 37 loop: xor %eax, %eax      read
+        "31ff"  # 39 xor %edi, %edi            fd 0
+        "488d7424f8"  # 3b lea -8(%rsp), %rsi
+        "ba01000000"  # 40 mov $1, %edx
+        "0f05"  # 45 syscall
+        "4885c0"  # 47 test %rax, %rax
+        "7feb"  # 4a jg loop
+        "4883f8fc"  # 4c cmp $-4, %rax             -EINTR
+        "74e5"  # 50 je loop
+        "31ff"  # 52 xor %edi, %edi
+        "eb05"  # 54 jmp out
+        "bf7f000000"  # 56 fail: mov $127, %edi
+        "b8e7000000"  # 5b out: mov $231, %eax     exit_group
+        "0f05"  # 60 syscall
     )
     + NAME.encode()
     + b"\0"
     + b".\0"
-)  # 51 name, 5e dot
+)  # 62 name, 6f dot
 
 EM_X86_64 = 62
 # os.uname().machine -> (code, e_machine)
