@@ -91,10 +91,74 @@ def test_forked_at_its_turn_after_an_unknown_hook_in_pytests_process(
     assert times["started"] >= times["ended"] - 0.05, times
 
 
-def test_forked_at_its_turn_in_another_file(pytester: pytest.Pytester, run: RunPytest) -> None:
-    first, second = PAIR.format(prelude="", mark_a="", mark_b="").split("def test_b")
-    pytester.makepyfile(test_1=first, test_2="import os\n\ndef test_b" + second)
+def _two_files(pytester: pytest.Pytester, prelude: str = "", second: str = "test_2") -> None:
+    first, rest = PAIR.format(prelude=prelude, mark_a="", mark_b="").split("def test_b")
+    pytester.makepyfile(**{"test_1": first, second: "import os, time\n\ndef test_b" + rest})
+
+
+def test_forked_early_into_the_next_file_of_the_same_directory(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    _two_files(pytester)  # from test_1.py to test_2.py: only pytest's bookkeeping
+    assert _forked_early(pytester, run)
+
+
+def test_forked_at_its_turn_in_another_directory(pytester: pytest.Pytester, run: RunPytest) -> None:
+    pytester.mkpydir("zz")  # collected after test_1.py
+    _two_files(pytester, second="zz/test_2")
     assert not _forked_early(pytester, run)
+
+
+def test_forked_at_its_turn_after_a_module_fixture_is_torn_down(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    prelude = "@pytest.fixture(scope='module', autouse=True)\ndef per_module():\n    yield"
+    _two_files(pytester, prelude=prelude)
+    assert not _forked_early(pytester, run)
+
+
+def test_across_files_one_fork_server_and_each_test_in_its_own_module(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    # Test processes forked from a copy of pytest's process taken in test_1.py: each one
+    # drops test_1.py from its setup state and sets up its own module, as pytest would.
+    pytester.makeconftest(
+        """
+        import os, psutil
+
+        OWN = os.readlink("/proc/self/ns/pid")
+        SERVERS = set()
+
+        def pytest_runtest_logreport(report):
+            for p in psutil.Process().children():
+                try:
+                    cmdline = " ".join(p.cmdline())
+                    if "pytest_isolate.zygote" not in cmdline:
+                        if os.readlink(f"/proc/{p.pid}/ns/pid") == OWN:
+                            SERVERS.add(p.pid)
+                except (OSError, psutil.Error):
+                    continue
+
+        def pytest_sessionfinish(session):
+            open("servers.txt", "w").write(repr(sorted(SERVERS)))
+        """
+    )
+    module = """
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def mod(request):
+            return request.module.__name__
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_in(request, i):
+            assert request.getfixturevalue("mod") == __name__  # set up in the test process
+            assert request.node.parent.name == __name__ + ".py"
+        """
+    pytester.makepyfile(test_1=module, test_2=module, test_3=module)
+    run("--isolate-all", "-q").assert_outcomes(passed=9)
+    servers = ast.literal_eval((pytester.path / "servers.txt").read_text())
+    assert len(servers) == 1, servers
 
 
 def test_shared_fixtures_and_module_state_are_the_same_as_without_it(

@@ -65,7 +65,11 @@ def test_shared_setup_and_teardown_are_skipped_only_when_there_is_nothing_to_do(
     assert _compat.setup_shared_needed(d)  # its class is not set up yet
     assert _compat.teardown_needed(c2, None)  # the last test tears everything down
     _compat.setup_shared(d)
+    # Only its class, which has no setup of its own: bookkeeping, no fixture run.
+    assert _compat.fixture_runs(a.config) == 1
     assert _compat.teardown_needed(d, a)  # the class goes before a test outside it
+    assert _compat.teardown_is_bookkeeping(d, b)  # back into the module: the class only
+    assert not _compat.teardown_is_bookkeeping(d, None)  # the module's fixture too
     _compat.teardown_to(d, None)
     assert not _compat.teardown_needed(d, None)
-    assert _compat.fixture_runs(a.config) == 3
+    assert _compat.fixture_runs(a.config) == 2

@@ -50,9 +50,58 @@ def test_the_next_test_of_the_same_file_may_be_forked_early(pytester: pytest.Pyt
     assert prefork.upcoming(c, d, SPEC) is None
 
 
-def test_not_across_files(pytester: pytest.Pytester) -> None:
+def test_into_the_next_file_of_the_same_directory(pytester: pytest.Pytester) -> None:
     a, b = _items(pytester, test_1="def test_a(): pass", test_2="def test_b(): pass")
+    # Moving on to test_2.py is pytest's bookkeeping only: nothing of the user's runs.
+    assert _compat.teardown_is_bookkeeping(a, b)
+    assert _compat.setup_is_bookkeeping(b)
+    assert prefork.upcoming(a, b, SPEC) is SPEC
+
+
+def test_not_into_another_directory(pytester: pytest.Pytester) -> None:
+    pytester.mkpydir("zz")  # collected after test_1.py
+    a, b = _items(pytester, test_1="def test_a(): pass", **{"zz/test_2": "def test_b(): pass"})
+    assert prefork.upcoming(a, b, SPEC) is None  # other conftests may apply there
+
+
+def test_not_past_a_module_fixture_to_tear_down(pytester: pytest.Pytester) -> None:
+    a, b = _items(
+        pytester,
+        test_1="""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def per_module():
+            yield 1
+
+        def test_a(per_module): pass
+        """,
+        test_2="def test_b(): pass",
+    )
+    _compat.setup_shared(a)  # per_module is set up, with a finalizer on test_1.py
+    assert not _compat.teardown_is_bookkeeping(a, b)
     assert prefork.upcoming(a, b, SPEC) is None
+
+
+def test_not_into_a_file_with_setup_module(pytester: pytest.Pytester) -> None:
+    a, b = _items(
+        pytester,
+        test_1="def test_a(): pass",
+        test_2="def setup_module(): pass\n\ndef test_b(): pass",
+    )
+    assert _compat.teardown_is_bookkeeping(a, b)
+    assert not _compat.setup_is_bookkeeping(b)  # its xunit fixture runs the user's code
+    assert prefork.upcoming(a, b, SPEC) is None
+
+
+def test_a_session_fixture_already_set_up_is_only_bookkeeping(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "import pytest\n\n@pytest.fixture(scope='session')\ndef shared():\n    return 1\n"
+    )
+    a, b = _items(pytester, test_1="def test_a(shared): pass", test_2="def test_b(shared): pass")
+    _compat.setup_shared(a)  # shared, session-scoped, is cached now
+    assert _compat.setup_is_bookkeeping(b)
+    assert prefork.upcoming(a, b, SPEC) is SPEC
 
 
 def test_not_with_a_hook_that_runs_in_pytests_process_before_each_test(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from _pytest.nodes import Node as _Node
 from _pytest.runner import runtestprotocol as _runtestprotocol
 from _pytest.warnings import catch_warnings_for_item as _catch_warnings_for_item
 
@@ -35,6 +36,10 @@ def warnings_captured(item: pytest.Item) -> Iterator[None]:
 
 # How often pytest's process ran fixture code (setup_shared, teardown_to): a test process
 # forked ahead of its turn is of use only if this has not changed since (controller.Spare).
+# Steps that are only pytest's bookkeeping (``teardown_is_bookkeeping``,
+# ``setup_is_bookkeeping``: moving from one file or class to the next, where nothing of
+# the user's runs) do not count: a test process copes with them itself
+# (``disown_parent_setup``).
 _FIXTURE_RUNS = pytest.StashKey[int]()
 
 
@@ -48,8 +53,50 @@ def _count_fixture_run(config: pytest.Config) -> None:
 
 def teardown_to(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Tear down what the parent set up that ``nextitem`` does not need."""
-    _count_fixture_run(item.config)
+    if not teardown_is_bookkeeping(item, nextitem):
+        _count_fixture_run(item.config)
     item.session._setupstate.teardown_exact(nextitem)
+
+
+def teardown_is_bookkeeping(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    """Whether ``teardown_to`` runs nothing but pytest's bookkeeping: each collector it
+    tears down set up fine and has no teardown of its own and no finalizer (no fixture
+    scoped to it, no xunit teardown)."""
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    kept = nextitem.listchain() if nextitem is not None else []
+    for node, (finalizers, exc) in stack.items():
+        if node in kept:
+            continue
+        if exc is not None:
+            return False
+        if any(getattr(fin, "__func__", None) is not _Node.teardown for fin in finalizers):
+            return False
+    return True
+
+
+def setup_is_bookkeeping(item: pytest.Item) -> bool:
+    """Whether ``setup_shared`` runs nothing but pytest's bookkeeping: no earlier setup
+    failed, each collector it sets up has no setup of its own (a module, a class, a
+    directory: not a package, whose ``__init__`` may have one), and every wider-scoped
+    fixture the item requests is cached already (a session-scoped one, say)."""
+    stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    if any(exc is not None for _, exc in stack.values()):
+        return False
+    if item.parent is not None:
+        for node in item.parent.listchain():
+            if node not in stack and type(node).setup is not _Node.setup:
+                return False
+    names = shared_fixture_names(item)
+    if not names:
+        return True
+    if getattr(item, "callspec", None) is not None:
+        return False
+    info = item._fixtureinfo  # type: ignore[attr-defined]
+    for name in names:
+        cached = info.name2fixturedefs[name][-1].cached_result
+        if cached is None or cached[2] is not None:
+            return False
+    return True
 
 
 def share_node_id(report: pytest.TestReport, item: pytest.Item) -> None:
@@ -85,7 +132,8 @@ def setup_shared(item: pytest.Item) -> None:
     the collector chain (session, package, module, class) and the wider-scoped fixtures
     it requests. They are cached by pytest and torn down here by ``teardown_to``; the
     test process inherits their values and sets up only the function-scoped ones."""
-    _count_fixture_run(item.config)
+    if not setup_is_bookkeeping(item):
+        _count_fixture_run(item.config)
     if item.parent is not None:
         item.session._setupstate.setup(item.parent)  # type: ignore[arg-type]
     request = getattr(item, "_request", None)
@@ -139,10 +187,18 @@ def disown_parent_setup(item: pytest.Item) -> None:
 
     Those are torn down once, by pytest's process; the test process tears down only
     what it set up itself (the item's function-scoped fixtures, and anything wider it
-    requested dynamically)."""
+    requested dynamically). A collector not in the item's chain is one pytest's
+    process has torn down since this process's copy of it was made, in a step that
+    was only bookkeeping (``teardown_is_bookkeeping``): it goes, and the collectors the
+    item needs instead are set up here, as they were there, by pytest's runner (with
+    no setup of their own: ``setup_is_bookkeeping``)."""
     stack: dict[Any, tuple[list[Any], Any]] = item.session._setupstate.stack
+    chain = item.listchain()
     for node, (_, exc) in list(stack.items()):
-        stack[node] = ([], exc)
+        if node in chain:
+            stack[node] = ([], exc)
+        else:
+            del stack[node]
 
 
 def release_request(item: pytest.Item) -> None:

@@ -7,10 +7,12 @@ change what the test sees. That code is fixture setup and teardown (checked at t
 turn, ``_compat.fixture_runs``) and the hooks around a test's protocol. So a test
 process is forked early only if:
 
-- the next test is isolated, in the same file (the same conftest hooks, the same
-  ``item.ihook`` for assertion rewriting) and with the same ``filterwarnings`` marks
+- the next test is isolated, in the same directory (the same conftest hooks, for
+  assertion rewriting among others) and with the same ``filterwarnings`` marks
   (pytest's warning filters for the current test are in force when it is forked);
-- pytest's process has nothing to set up for it or to tear down before it;
+- pytest's process has nothing to set up for it or to tear down before it but its own
+  bookkeeping (from one file or class to the next, where none of the user's code
+  runs: ``_compat.teardown_is_bookkeeping``, ``_compat.setup_is_bookkeeping``);
 - neither test may be rerun (pytest-rerunfailures);
 - every ``pytest_runtest_protocol`` and ``pytest_runtest_logstart`` hook installed
   is one known to change nothing a test process sees (``SAFE_HOOKS``).
@@ -79,7 +81,7 @@ def upcoming(
     where it must be forked at its turn. ``decision``: what ``nextitem`` is to get."""
     if nextitem is None or not isinstance(decision, IsolationSpec):
         return None
-    if getattr(nextitem, "path", None) != getattr(item, "path", None):
+    if not _same_directory(item, nextitem):
         return None
     if not hooks_safe(item.config) or item_index(nextitem) < 0:
         return None
@@ -87,9 +89,18 @@ def upcoming(
         return None
     if integrations.reruns_for(item) is not None or integrations.reruns_for(nextitem) is not None:
         return None
-    if _compat.teardown_needed(item, nextitem) or _compat.setup_shared_needed(nextitem):
+    if _compat.teardown_needed(item, nextitem) and not _compat.teardown_is_bookkeeping(
+        item, nextitem
+    ):
+        return None
+    if _compat.setup_shared_needed(nextitem) and not _compat.setup_is_bookkeeping(nextitem):
         return None
     return decision
+
+
+def _same_directory(item: pytest.Item, nextitem: pytest.Item) -> bool:
+    path, after = getattr(item, "path", None), getattr(nextitem, "path", None)
+    return path is not None and after is not None and path.parent == after.parent
 
 
 def item_index(item: pytest.Item) -> int:
