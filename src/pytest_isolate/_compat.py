@@ -86,6 +86,12 @@ def setup_is_bookkeeping(item: pytest.Item) -> bool:
         for node in item.parent.listchain():
             if node not in stack and type(node).setup is not _Node.setup:
                 return False
+    return _shared_fixtures_cached(item)
+
+
+def _shared_fixtures_cached(item: pytest.Item) -> bool:
+    """Whether every wider-scoped fixture ``item`` requests is cached, without an error.
+    A parametrized test's may change with the parameter: never, if it has any."""
     names = shared_fixture_names(item)
     if not names:
         return True
@@ -160,17 +166,7 @@ def setup_shared_needed(item: pytest.Item) -> bool:
         return True
     if item.parent is not None and any(node not in stack for node in item.parent.listchain()):
         return True
-    names = shared_fixture_names(item)
-    if not names:
-        return False
-    if getattr(item, "callspec", None) is not None:
-        return True
-    info = item._fixtureinfo  # type: ignore[attr-defined]
-    for name in names:
-        cached = info.name2fixturedefs[name][-1].cached_result
-        if cached is None or cached[2] is not None:
-            return True
-    return False
+    return not _shared_fixtures_cached(item)
 
 
 def teardown_needed(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
