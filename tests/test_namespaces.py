@@ -74,7 +74,15 @@ def test_spawned_init_reaps_orphans_keeps_no_descriptor_and_exits_at_eof() -> No
         program = init_program()  # chosen with a trial run: before the pid namespace
         _ffi.unshare(_ffi.CLONE_NEWPID)
         init, lifeline = spawn_init(program)
-        out = {"fds": sorted(os.listdir(f"/proc/{init}/fd"))}
+        # posix_spawn returns once the exec has begun: its close-on-exec descriptors
+        # go a moment later. None may stay.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            fds = sorted(os.listdir(f"/proc/{init}/fd"))
+            if fds == ["0", "1", "2"]:
+                break
+            time.sleep(0.01)
+        out = {"fds": fds}
         status = open(f"/proc/{init}/status").read()
         ignored = int(status.split("SigIgn:")[1].split()[0], 16)
         out["sigchld_ignored"] = bool(ignored & (1 << (signal.SIGCHLD - 1)))
