@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -266,29 +265,3 @@ def test_killed_xdist_worker_leaves_nothing(pytester: pytest.Pytester, run: RunP
     assert _processes_with(tag) == []
     assert not psutil.pid_exists(builders[0])
     assert _owned_by(builders[0]) == []  # the builder cleaned up when its worker died
-
-
-def test_a_killed_builders_helper_is_swept_by_the_next_builder() -> None:
-    from pytest_isolate.zygote import BOOT_MARK, sweep_helpers
-
-    gone = subprocess.Popen(["true"])
-    gone.wait()  # a pytest process that is no more
-    # Stand-ins with a builder's command line: the mark, then its config.
-    orphan, owned = (
-        subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(60)", BOOT_MARK, config],
-            stdin=subprocess.DEVNULL,
-        )
-        for config in (json.dumps({"parent": gone.pid}), json.dumps({"parent": os.getpid()}))
-    )
-    try:
-        killed = sweep_helpers()
-        assert orphan.pid in killed
-        assert owned.pid not in killed  # its pytest (we) is alive
-        assert orphan.wait(timeout=10) == -signal.SIGKILL
-        assert owned.poll() is None
-    finally:
-        for proc in (orphan, owned):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()

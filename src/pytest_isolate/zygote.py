@@ -503,46 +503,6 @@ def sweep_scratch(base: str) -> None:
                 pass
 
 
-BOOT_MARK = "from pytest_isolate.zygote import main"
-
-
-def sweep_helpers(proc: str = "/proc") -> list[int]:
-    """Kill what a builder killed outright (SIGKILL) may leave: the user namespace's
-    helper it was making (``new_user_namespace``). The helper shares the builder's memory,
-    so its command line too; it sits in pause() with every signal blocked, holding
-    copies of the builder's descriptors. The command line names the pytest process that
-    started the builder (its config's ``parent``): once that is gone, so is the run."""
-    killed = []
-    for name in os.listdir(proc):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"{proc}/{name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            at = next(i for i, arg in enumerate(argv) if BOOT_MARK.encode() in arg)
-            parent = int(json.loads(argv[at + 1])["parent"])
-        except (OSError, StopIteration, IndexError, ValueError, KeyError, TypeError):
-            continue
-        if _alive(parent):
-            continue
-        try:
-            os.kill(int(name), signal.SIGKILL)
-            killed.append(int(name))
-        except OSError:
-            pass
-    return killed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -565,7 +525,6 @@ def main() -> None:
     sock = socket.socket(fileno=config["fd"])
     base = config["scratch_base"]
     sweep_scratch(base)
-    sweep_helpers()
     scratch = os.path.join(base, f"{SCRATCH_PREFIX}{owner_token()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
     zygote = Zygote(sock, scratch, plan, config.get("shares"))
