@@ -35,6 +35,41 @@ def test_b(record_property):
 # Both on the boot-time clock: "started" is this process's start time, in clock ticks.
 
 
+# A conftest recording, in pytest's process after each test, its children but the builder:
+# those outside any sandbox (fork servers), and how many are in one.
+CHILDREN_SEEN = """
+import os, psutil
+
+OWN = os.readlink("/proc/self/ns/pid")
+SEEN = []
+
+def pytest_runtest_logreport(report):
+    if report.when != "call":
+        return
+    servers, sandboxed = [], 0
+    for p in psutil.Process().children():
+        try:
+            if "pytest_isolate.zygote" in " ".join(p.cmdline()):
+                continue
+            ns = os.readlink(f"/proc/{p.pid}/ns/pid")
+        except (OSError, psutil.Error):  # a test process that has exited
+            continue
+        if ns == OWN:
+            servers.append(p.pid)
+        else:
+            sandboxed += 1
+    SEEN.append((servers, sandboxed))
+
+def pytest_sessionfinish(session):
+    open("seen.txt", "w").write(repr(SEEN))
+"""
+
+
+def _children_seen(pytester: pytest.Pytester) -> list[tuple[list[int], int]]:
+    seen: list[tuple[list[int], int]] = ast.literal_eval((pytester.path / "seen.txt").read_text())
+    return seen
+
+
 def _times(pytester: pytest.Pytester) -> dict[str, float]:
     root = ET.parse(pytester.path / "junit.xml").getroot()
     out = {}
@@ -122,27 +157,7 @@ def test_across_files_one_fork_server_and_each_test_in_its_own_module(
 ) -> None:
     # Test processes forked from a copy of pytest's process taken in test_1.py: each one
     # drops test_1.py from its setup state and sets up its own module, as pytest would.
-    pytester.makeconftest(
-        """
-        import os, psutil
-
-        OWN = os.readlink("/proc/self/ns/pid")
-        SERVERS = set()
-
-        def pytest_runtest_logreport(report):
-            for p in psutil.Process().children():
-                try:
-                    cmdline = " ".join(p.cmdline())
-                    if "pytest_isolate.zygote" not in cmdline:
-                        if os.readlink(f"/proc/{p.pid}/ns/pid") == OWN:
-                            SERVERS.add(p.pid)
-                except (OSError, psutil.Error):
-                    continue
-
-        def pytest_sessionfinish(session):
-            open("servers.txt", "w").write(repr(sorted(SERVERS)))
-        """
-    )
+    pytester.makeconftest(CHILDREN_SEEN)
     module = """
         import pytest
 
@@ -157,8 +172,9 @@ def test_across_files_one_fork_server_and_each_test_in_its_own_module(
         """
     pytester.makepyfile(test_1=module, test_2=module, test_3=module)
     run("--isolate-all", "-q").assert_outcomes(passed=9)
-    servers = ast.literal_eval((pytester.path / "servers.txt").read_text())
-    assert len(servers) == 1, servers
+    seen = _children_seen(pytester)
+    servers = {pid for pids, _ in seen for pid in pids}
+    assert len(servers) == 1, seen
 
 
 def test_shared_fixtures_and_module_state_are_the_same_as_without_it(
@@ -230,34 +246,7 @@ def test_early_processes_come_from_one_fork_server_and_are_pytests_children(
 ) -> None:
     # Recorded in pytest's process after each test: its children outside any sandbox
     # (but the builder) and in one. The process forked early for the next test is there.
-    pytester.makeconftest(
-        """
-        import os, psutil
-
-        OWN = os.readlink("/proc/self/ns/pid")
-        SEEN = []
-
-        def pytest_runtest_logreport(report):
-            if report.when != "call":
-                return
-            servers, sandboxed = [], 0
-            for p in psutil.Process().children():
-                try:
-                    if "pytest_isolate.zygote" in " ".join(p.cmdline()):
-                        continue
-                    ns = os.readlink(f"/proc/{p.pid}/ns/pid")
-                except (OSError, psutil.Error):  # a test process that has exited
-                    continue
-                if ns == OWN:
-                    servers.append(p.pid)
-                else:
-                    sandboxed += 1
-            SEEN.append((servers, sandboxed))
-
-        def pytest_sessionfinish(session):
-            open("seen.txt", "w").write(repr(SEEN))
-        """
-    )
+    pytester.makeconftest(CHILDREN_SEEN)
     pytester.makepyfile(
         """
         import pytest
@@ -268,7 +257,7 @@ def test_early_processes_come_from_one_fork_server_and_are_pytests_children(
         """
     )
     run("--isolate-all", "-q").assert_outcomes(passed=10)
-    seen = ast.literal_eval((pytester.path / "seen.txt").read_text())
+    seen = _children_seen(pytester)
     assert len(seen) == 10
     # One server, started at the first process forked early (a busy machine may have no
     # sandbox ready for the first few), and kept.
