@@ -17,9 +17,8 @@ sides take after. It needs no code of its own: it inherits SIGCHLD ignored, so t
 kernel reaps every orphan reparented to it; it ignores SIGINT (the terminal's Ctrl-C
 reaches the test itself), and as pid 1 it gets no other signal from inside its
 namespace; it exits at EOF on its stdin, that is when the builder exits, however it
-dies. When pid 1 exits,
-the kernel kills everything left in the namespace: no daemon, orphan or grandchild of
-a test outlives it.
+dies. When pid 1 exits, the kernel kills everything left in the namespace: no daemon,
+orphan or grandchild of a test outlives it.
 
 The user namespace is made apart (``new_user_namespace``) and owns none of the
 others: uid 0 inside holds no capability over the sandbox's mounts, network,
