@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -24,7 +25,7 @@ def _has_cgroup_v2() -> bool:
     """Root on a host where cgroup v2 is the backend, with cpu, memory and pids enabled."""
     if not IS_ROOT:
         return False
-    from pytest_isolate.cgroups import detect
+    from pytest_isolate.cgroups.detect import detect
 
     backend = detect()
     return (
@@ -138,3 +139,13 @@ def reap(pid: int, timeout: float = 10.0) -> int:
             os.waitpid(pid, 0)
             raise AssertionError(f"child {pid} did not exit within {timeout} s")
         time.sleep(0.002)
+
+
+def write_stat(
+    proc: Path, pid: int, starttime: int | str, comm: str = "python3", state: str = "S"
+) -> None:
+    """A fake ``<proc>/<pid>/stat``: the fields owner tokens read."""
+    # Fields 3.. of /proc/PID/stat; field 3 is the state, field 22 the start time.
+    rest = [state, *map(str, range(4, 22)), str(starttime), *map(str, range(23, 53))]
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "stat").write_text(f"{pid} ({comm}) {' '.join(rest)}\n")

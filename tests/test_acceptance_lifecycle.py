@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from conftest import RunPytest, needs_cgroup_v1
+from pytest_isolate.controller.builder_client import BUILDER_MODULE
 
 pytestmark = needs_cgroup_v1
 
@@ -185,7 +186,7 @@ def _builders(pid: int) -> list[int]:
     found = []
     for child in psutil.Process(pid).children():
         try:
-            if "pytest_isolate.zygote" in " ".join(child.cmdline()):
+            if BUILDER_MODULE in " ".join(child.cmdline()):
                 found.append(child.pid)
         except psutil.Error:
             pass

@@ -169,7 +169,7 @@ CRASHES = {
     "midmessage": (
         "import os\n"
         "from pytest_isolate import wire\n"
-        "from pytest_isolate.child import current_channel\n"
+        "from pytest_isolate.testprocess.main import current_channel\n"
         "frame = wire.encode(wire.Kind.REPORT, {'longrepr': 'x' * 10000})\n"
         "os.write(current_channel().fd, frame[:5000])\n"
         "os._exit(0)",

@@ -49,7 +49,7 @@ def pytest_runtest_logreport(report):
     servers, sandboxed = [], 0
     for p in psutil.Process().children():
         try:
-            if "pytest_isolate.zygote" in " ".join(p.cmdline()):
+            if "pytest_isolate.builder.main" in " ".join(p.cmdline()):
                 continue
             ns = os.readlink(f"/proc/{p.pid}/ns/pid")
         except (OSError, psutil.Error):  # a test process that has exited
@@ -219,7 +219,7 @@ def test_an_unused_early_process_leaves_nothing(pytester: pytest.Pytester, run: 
         @pytest.hookimpl(trylast=True)
         def pytest_sessionfinish(session):
             me = psutil.Process()
-            builder = "pytest_isolate.zygote"
+            builder = "pytest_isolate.builder.main"
             left = [p for p in me.children() if builder not in " ".join(p.cmdline())]
             open("left.txt", "w").write(repr([(p.pid, p.status()) for p in left]))
         """

@@ -1,4 +1,5 @@
-"""Unit tests for the cgroup v2 backend (``pytest_isolate.cgroups.v2``) and its detection.
+"""Unit tests for the cgroup v2 backend (``pytest_isolate.cgroups.v2``, with a delegated
+base: ``v2_delegation``) and its detection (``cgroups.detect``).
 
 Most tests run against fake mountinfo entries, a fake /proc and a fake cgroupfs tree under
 ``tmp_path``. The ``needs_cgroup_v2`` tests use a real cgroup v2 kernel (``.ci/v2-guest``
@@ -25,30 +26,18 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_cgroup_v2, reap
-from pytest_isolate.cgroups import (
-    PREFIX,
-    CgroupError,
-    Limits,
-    MountEntry,
-    Usage,
-    attach,
-    detect,
-    owner_token,
-    parse_mountinfo,
-    v2,
-)
+from pytest_isolate.cgroups import PREFIX, CgroupError, Limits, Usage, v2, v2_delegation
+from pytest_isolate.cgroups.detect import attach, detect
+from pytest_isolate.cgroups.owners import owner_token
 from pytest_isolate.cgroups.v1 import CgroupV1, GroupV1
-from pytest_isolate.cgroups.v2 import (
-    CONTROLLERS,
-    CPU_PERIOD_US,
+from pytest_isolate.cgroups.v2 import CONTROLLERS, CPU_PERIOD_US, UNIFIED, CgroupV2, GroupV2
+from pytest_isolate.cgroups.v2_delegation import (
     LEAF_PREFIX,
-    UNIFIED,
-    CgroupV2,
-    GroupV2,
     is_leaf_name,
     leave_delegated,
     own_cgroup,
 )
+from pytest_isolate.mountinfo import MountEntry, parse_mountinfo
 
 MiB = 2**20
 
@@ -642,11 +631,12 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeKernel:
     root = tmp_path / "cg"
     root.mkdir()
     fake = FakeKernel(root, proc)
-    monkeypatch.setattr(v2, "_makedirs", fake.mkdir)
-    monkeypatch.setattr(v2, "_rmdir_quietly", fake.rmdir)
-    monkeypatch.setattr(v2, "_read", fake.read)
-    monkeypatch.setattr(v2, "_write", fake.write)
-    monkeypatch.setattr(v2, "_delegated", {})  # this process's record of what it changed
+    for module in (v2, v2_delegation):
+        monkeypatch.setattr(module, "_makedirs", fake.mkdir)
+        monkeypatch.setattr(module, "_rmdir_quietly", fake.rmdir)
+        monkeypatch.setattr(module, "_read", fake.read)
+        monkeypatch.setattr(module, "_write", fake.write)
+    monkeypatch.setattr(v2_delegation, "_delegated", {})  # this process's record of what it changed
     fake.mkdir(str(root / "deleg"))
     return fake
 
@@ -765,7 +755,7 @@ def test_delegated_undo_waits_for_another_run_under_the_same_base(kernel: FakeKe
 def test_delegated_record_is_undone_only_by_the_process_that_made_it(kernel: FakeKernel) -> None:
     kernel.enter("deleg")
     os.rmdir(_delegated_backend(kernel).create().path)
-    record = v2._delegated[str(kernel.root / "deleg")]
+    record = v2_delegation._delegated[str(kernel.root / "deleg")]
     record.pid = os.getpid() + 1  # as a forked child of pytest sees it
     leave_delegated()
     assert kernel.enabled[kernel.root / "deleg"] == set(CONTROLLERS)
@@ -1084,7 +1074,8 @@ def test_real_sweep(real_backend: CgroupV2) -> None:
 
 REAL_DELEGATED_CHILD = """
 import json, os, sys
-from pytest_isolate.cgroups.v2 import LEAF_PREFIX, CgroupV2, leave_delegated, own_cgroup
+from pytest_isolate.cgroups.v2 import CgroupV2
+from pytest_isolate.cgroups.v2_delegation import LEAF_PREFIX, leave_delegated, own_cgroup
 
 mount, base, stale = sys.argv[1:]
 d = mount + base

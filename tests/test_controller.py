@@ -11,16 +11,13 @@ import types
 import pytest
 
 from conftest import needs_root, reap
-from pytest_isolate import _ffi
+from pytest_isolate import ffi
 from pytest_isolate.cgroups import CgroupError, Limits
-from pytest_isolate.controller import (
-    Session,
-    _crash_phase,
-    _Run,
-    run_isolated,
-    stray_test_processes,
-)
-from pytest_isolate.pool import Lease
+from pytest_isolate.controller.builder_client import Lease
+from pytest_isolate.controller.crashes import _crash_phase
+from pytest_isolate.controller.session import Session, stray_test_processes
+from pytest_isolate.controller.turn import run_isolated
+from pytest_isolate.controller.waiting import Run
 from pytest_isolate.spec import IsolationSpec
 
 
@@ -48,7 +45,7 @@ def _config(setuponly: bool = False) -> pytest.Config:
 def test_crash_phase_is_the_one_after_the_last_report(
     reports: list[tuple[str, str]], setuponly: bool, phase: str
 ) -> None:
-    run = _Run(pid=0, reports=[_report(when, outcome) for when, outcome in reports])
+    run = Run(pid=0, reports=[_report(when, outcome) for when, outcome in reports])
     assert _crash_phase(run, _config(setuponly)) == phase
 
 
@@ -65,7 +62,7 @@ def test_stray_test_processes_are_our_children_in_a_sandbox_of_the_builder() -> 
             if helper == 0:
                 time.sleep(60)
                 os._exit(0)
-            _ffi.unshare(_ffi.CLONE_NEWPID)
+            ffi.unshare(ffi.CLONE_NEWPID)
             init = os.fork()
             if init == 0:
                 time.sleep(60)
@@ -85,14 +82,14 @@ def test_stray_test_processes_are_our_children_in_a_sandbox_of_the_builder() -> 
     if ordinary == 0:  # pragma: no cover
         time.sleep(60)
         os._exit(0)
-    _ffi.setns(sandbox, _ffi.CLONE_NEWPID)
+    ffi.setns(sandbox, ffi.CLONE_NEWPID)
     try:
         inside = os.fork()
         if inside == 0:  # pragma: no cover - a test process, in the sandbox
             time.sleep(60)
             os._exit(0)
     finally:
-        _ffi.setns(own, _ffi.CLONE_NEWPID)
+        ffi.setns(own, ffi.CLONE_NEWPID)
         os.close(own)
         os.close(sandbox)
     try:

@@ -1,21 +1,21 @@
-"""Tests for ``pytest_isolate.forkserver`` against the real kernel, in a subprocess each
-(they fork: never pytest's own process)."""
+"""Tests for the fork server (``pytest_isolate.forkserver``, its client) on the real kernel,
+in a subprocess each (they fork: never pytest's own process)."""
 
 from __future__ import annotations
 
 from conftest import run_script
-from pytest_isolate import forkserver
+from pytest_isolate.forkserver import clone
 
 
 def test_supported_here() -> None:
-    assert forkserver.supported()
+    assert clone.supported()
 
 
 def test_a_sibling_is_our_parents_child_and_a_working_python() -> None:
     out = run_script(
         """
         import os, threading
-        from pytest_isolate.forkserver import fork_as_sibling
+        from pytest_isolate.forkserver.clone import fork_as_sibling
 
         r, w = os.pipe()
         server = os.fork()
@@ -39,8 +39,8 @@ def test_asking_a_stopped_server_is_an_oserror() -> None:
     out = run_script(
         """
         import os
-        from pytest_isolate.child import ChildContext
-        from pytest_isolate.forkserver import ForkServer
+        from pytest_isolate.controller.forkserver_client import ForkServer
+        from pytest_isolate.testprocess.context import ChildContext
 
         server = ForkServer.start([], [], 0)
         server.stop()

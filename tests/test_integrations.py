@@ -1,4 +1,4 @@
-"""Unit tests for integrations.py and coverage_support.py (no sandbox, no fork)."""
+"""Unit tests for ``pytest_isolate.integrations`` (no sandbox, no fork)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import pytest
 
-from pytest_isolate import coverage_support, integrations
+from pytest_isolate.integrations import coverage, reruns
 
 
 def _report(when: str, outcome: str, **extra: Any) -> pytest.TestReport:
@@ -23,11 +23,11 @@ def _report(when: str, outcome: str, **extra: Any) -> pytest.TestReport:
 def test_wants_rerun_only_for_a_plain_failure() -> None:
     passed = [_report("setup", "passed"), _report("call", "passed")]
     failed = [_report("setup", "passed"), _report("call", "failed")]
-    assert not integrations.wants_rerun(passed)
-    assert integrations.wants_rerun(failed)
-    assert not integrations.wants_rerun([*failed[:1], _report("call", "failed", wasxfail="")])
-    hard = _report("call", "failed", **{integrations.RERUN_HARD_FAIL: True})
-    assert not integrations.wants_rerun([failed[0], hard])
+    assert not reruns.wants_rerun(passed)
+    assert reruns.wants_rerun(failed)
+    assert not reruns.wants_rerun([*failed[:1], _report("call", "failed", wasxfail="")])
+    hard = _report("call", "failed", **{reruns.RERUN_HARD_FAIL: True})
+    assert not reruns.wants_rerun([failed[0], hard])
 
 
 def test_coverage_files_are_moved_next_to_the_data_file(tmp_path: Path) -> None:
@@ -38,25 +38,25 @@ def test_coverage_files_are_moved_next_to_the_data_file(tmp_path: Path) -> None:
     (share / ".coverage.isolated.2").write_text("b")
     (share / ".coverage.isolated.3-journal").write_text("half written")
     config = SimpleNamespace(stash=pytest.Stash())
-    config.stash[coverage_support.KEY] = coverage_support.CoverageShare(
+    config.stash[coverage.KEY] = coverage.CoverageShare(
         str(share), str(project / ".coverage")
     )
-    assert coverage_support.collect(cast(pytest.Config, config)) == 2
+    assert coverage.collect(cast(pytest.Config, config)) == 2
     assert sorted(p.name for p in project.iterdir()) == [
         ".coverage.isolated.1",
         ".coverage.isolated.2",
     ]
-    coverage_support.cleanup(cast(pytest.Config, config))
+    coverage.cleanup(cast(pytest.Config, config))
     assert not share.exists()
 
 
 def test_no_coverage_no_work() -> None:
     config = cast(pytest.Config, SimpleNamespace(stash=pytest.Stash()))
-    assert coverage_support.collect(config) == 0
-    coverage_support.cleanup(config)
+    assert coverage.collect(config) == 0
+    coverage.cleanup(config)
 
 
 def test_rerun_pause_backs_off() -> None:
-    reruns = integrations.Reruns(count=3, delay=0.5, backoff=2.0)
-    assert [reruns.pause(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
-    assert integrations.Reruns(count=1, delay=1.0).pause(3) == 1.0
+    settings = reruns.Reruns(count=3, delay=0.5, backoff=2.0)
+    assert [settings.pause(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert reruns.Reruns(count=1, delay=1.0).pause(3) == 1.0

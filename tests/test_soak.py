@@ -89,7 +89,7 @@ def pytest_runtest_logfinish(nodeid, location):
 def pytest_sessionfinish(session):
     import psutil
     builders = [c.pid for c in psutil.Process().children()
-                if "pytest_isolate.zygote" in " ".join(c.cmdline())]
+                if "pytest_isolate.builder.main" in " ".join(c.cmdline())]
     with open("soak.json", "w") as f:
         json.dump({"samples": SAMPLES, "builders": builders}, f)
 """

@@ -1,0 +1,18 @@
+"""What running a test's own part in a child gives back to the lifecycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from ..reporting import Record
+
+
+@dataclass
+class Outcome:
+    reports: list[pytest.TestReport]
+    warnings: list[dict[str, Any]]
+    record: Record | None
+    exit: dict[str, Any] | None = None

@@ -1,1 +1,0 @@
-"""Inside the sandbox: namespaces, the filesystem snapshot, the network."""
