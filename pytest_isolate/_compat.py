@@ -197,6 +197,13 @@ def disown_parent_setup(item: pytest.Item) -> None:
             del stack[node]
 
 
+def teardown_for(item: pytest.Item) -> None:
+    """In a test process: tear down the setup state to what ``item`` needs, before it runs
+    there (an item run before the test: ``ChildContext.before``). What pytest's process set
+    up has no finalizers here (``disown_parent_setup``): nothing of it runs twice."""
+    item.session._setupstate.teardown_exact(item)
+
+
 def release_request(item: pytest.Item) -> None:
     """What pytest's runner does after the protocol: drop the item's fixture request."""
     if getattr(item, "_request", None):

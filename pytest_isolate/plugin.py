@@ -23,12 +23,14 @@ from .host.isolation import PROPERTY, Isolation, assess, header_line, strict_err
 from .integrations import coverage, reruns, shares, timeout
 from .reporting import Stats
 from .spec import (
+    BUILTIN_DEFAULTS,
     SPEC_KEYS,
     IsolationSpec,
     Settings,
     SpecError,
     check_contradictions,
     decide,
+    option_name,
     parse_bool,
     parse_shares,
     resolve_cgroup_root,
@@ -60,6 +62,11 @@ _HELP = {
     "timeout": "seconds before the sandbox is killed",
     "hostname": "hostname inside the sandbox",
     "net": "network: 'private' (only lo) or 'host' (the host's)",
+    "cpu_period": "the CPU cap's period: 100ms (the kernel's) up to 1s",
+    "cpuset": "the CPUs the sandbox may run on, e.g. 0 or 0-1",
+    "noise": "busy processes started beside each test (CPU contention)",
+    "clock_offset": "seconds added to the monotonic clock (a time namespace), e.g. 30d",
+    "seed": "random's seed (and pytest-randomly's) in each test process",
 }
 _DEBUGGER = (
     "pytest-isolate: {option} cannot stop in an isolated test (it runs in a forked "
@@ -83,7 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "the sandboxes' cgroups under, e.g. a subtree delegated to you")  # fmt: skip
     parser.addini("isolate_cgroup_root", "cgroup path for the sandboxes' cgroups", default="")
     for key in SPEC_KEYS:
-        group.addoption(f"--isolate-{key}", dest=f"isolate_{key}", metavar="VALUE", default=None,
+        group.addoption(option_name(key), dest=f"isolate_{key}", metavar="VALUE", default=None,
                         help=f"default {_HELP[key]} ('none' for no cap)")  # fmt: skip
         parser.addini(f"isolate_{key}", f"default {_HELP[key]}".replace("%%", "%"), default="")
     group.addoption("--isolate-share", dest="isolate_share", action="append", default=[],
@@ -97,8 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "isolated(cpu=None, mem=None, pids=4096, timeout=None, hostname='isolated', "
-        "net='private'): run this test in a throwaway Linux sandbox (namespaces, overlay "
-        "snapshot, cgroup caps)",
+        "net='private', cpu_period=None, cpuset=None, noise=0, clock_offset=0, seed=None): "
+        "run this test in a throwaway Linux sandbox (namespaces, overlay snapshot, cgroup caps)",
     )
     try:
         settings = _settings(config)
@@ -125,7 +132,8 @@ def _settings(config: pytest.Config) -> Settings:
     ini = {key: config.getini(f"isolate_{key}") for key in SPEC_KEYS}
     isolate_all = config.getoption("isolate_all")
     check_contradictions(isolate_all, bool(config.getoption("no_isolate")), cli)
-    defaults = resolve_defaults(cli, ini)
+    cpus = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+    defaults = resolve_defaults(cli, ini, cpus)
     if isolate_all is None:
         isolate_all = parse_bool(config.getini("isolate_all"), "ini option isolate_all")
     shares = parse_shares(
@@ -154,6 +162,7 @@ def _settings(config: pytest.Config) -> Settings:
         strict_source=strict_source,
         cgroup_root=cgroup_root,
         shares=shares,
+        cpus=cpus,
     )
 
 
@@ -174,10 +183,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     scope = "all tests" if settings.isolate_all else "tests marked @pytest.mark.isolated"
     if state.isolation.mode == "in-process":
         scope = "off"
-    return [
-        f"isolate: {scope}; defaults cpu={d.cpu} mem={d.mem} pids={d.pids} timeout={d.timeout}",
-        header_line(state.isolation),
-    ]
+    line = f"isolate: {scope}; defaults cpu={d.cpu} mem={d.mem} pids={d.pids} timeout={d.timeout}"
+    for key in ("cpu_period", "cpuset", "noise", "clock_offset", "seed"):  # only when set
+        if getattr(d, key) != getattr(BUILTIN_DEFAULTS, key):
+            line += f" {key}={getattr(d, key)}"
+    return [line, header_line(state.isolation)]
 
 
 def _asks_for_isolation(item: pytest.Item) -> bool:

@@ -24,7 +24,7 @@ import pytest
 from conftest import needs_cgroup_v1, reap, write_stat
 from pytest_isolate.cgroups import PREFIX, CgroupError, Limits, Usage
 from pytest_isolate.cgroups.owners import owner_token
-from pytest_isolate.cgroups.v1 import CFS_PERIOD_US, CONTROLLERS, CgroupV1, GroupV1
+from pytest_isolate.cgroups.v1 import CONTROLLERS, CgroupV1, GroupV1
 from pytest_isolate.mountinfo import MountEntry, parse_mountinfo
 
 MiB = 2**20
@@ -277,7 +277,20 @@ def test_set_limits_cpu_quota(tmp_path: Path, cpu: float, quota: str) -> None:
     group.set_limits(Limits(cpu=cpu))
     contents = _contents(group)
     assert (contents["cpu.cfs_period_us"], contents["cpu.cfs_quota_us"]) == ("100000", quota)
-    assert CFS_PERIOD_US == 100_000
+
+
+@pytest.mark.parametrize(
+    ("cpu", "period", "written"),
+    [(0.05, 1.0, ("1000000", "50000")), (0.5, 0.01, ("10000", "5000")),
+     (0.001, 1.0, ("1000000", "1000"))],
+)  # fmt: skip
+def test_set_limits_cpu_period(
+    tmp_path: Path, cpu: float, period: float, written: tuple[str, str]
+) -> None:
+    group = _limit_group(tmp_path)
+    group.set_limits(Limits(cpu=cpu, cpu_period=period))
+    contents = _contents(group)
+    assert (contents["cpu.cfs_period_us"], contents["cpu.cfs_quota_us"]) == written
 
 
 def test_set_limits_none_writes_nothing(tmp_path: Path) -> None:

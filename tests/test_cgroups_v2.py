@@ -30,7 +30,7 @@ from pytest_isolate.cgroups import PREFIX, CgroupError, Limits, Usage, v2, v2_de
 from pytest_isolate.cgroups.detect import attach, detect
 from pytest_isolate.cgroups.owners import owner_token
 from pytest_isolate.cgroups.v1 import CgroupV1, GroupV1
-from pytest_isolate.cgroups.v2 import CONTROLLERS, CPU_PERIOD_US, UNIFIED, CgroupV2, GroupV2
+from pytest_isolate.cgroups.v2 import CONTROLLERS, UNIFIED, CgroupV2, GroupV2
 from pytest_isolate.cgroups.v2_delegation import (
     LEAF_PREFIX,
     is_leaf_name,
@@ -271,7 +271,12 @@ def test_set_limits_cpu_max(tmp_path: Path, cpu: float, value: str) -> None:
     group = _limit_group(tmp_path)
     group.set_limits(Limits(cpu=cpu))
     assert _contents(group)["cpu.max"] == value
-    assert CPU_PERIOD_US == 100_000
+
+
+def test_set_limits_cpu_max_with_a_period(tmp_path: Path) -> None:
+    group = _limit_group(tmp_path)
+    group.set_limits(Limits(cpu=0.05, cpu_period=1.0))
+    assert _contents(group)["cpu.max"] == "50000 1000000"
 
 
 def test_set_limits_none_writes_nothing(tmp_path: Path) -> None:

@@ -10,13 +10,18 @@ from hypothesis import strategies as st
 
 from pytest_isolate.spec import (
     BUILTIN_DEFAULTS,
+    CLOCK_FORM,
     CPU_FORM,
+    CPU_PERIOD_FORM,
+    CPUSET_FORM,
     HOSTNAME_FORM,
     MAX_MEM,
     MEM_FORM,
     MIN_MEM,
     NET_FORM,
+    NOISE_FORM,
     PIDS_FORM,
+    SEED_FORM,
     SHARE_FORM,
     SPEC_KEYS,
     TIMEOUT_FORM,
@@ -25,14 +30,21 @@ from pytest_isolate.spec import (
     SpecError,
     check_contradictions,
     decide,
+    format_cpuset,
     merge_marker_kwargs,
+    option_name,
     parse_bool,
     parse_cgroup_root,
+    parse_clock_offset,
     parse_cpu,
+    parse_cpu_period,
+    parse_cpuset,
     parse_hostname,
     parse_mem,
     parse_net,
+    parse_noise,
     parse_pids,
+    parse_seed,
     parse_shares,
     parse_timeout,
     resolve_cgroup_root,
@@ -57,7 +69,14 @@ def test_builtin_defaults() -> None:
     assert BUILTIN_DEFAULTS == IsolationSpec(
         cpu=None, mem=None, pids=4096, timeout=None, hostname="isolated", net="private"
     )
-    assert SPEC_KEYS == ("cpu", "mem", "pids", "timeout", "hostname", "net")
+    assert SPEC_KEYS == (
+        "cpu", "mem", "pids", "timeout", "hostname", "net",
+        "cpu_period", "cpuset", "noise", "clock_offset", "seed",
+    )  # fmt: skip
+    assert (BUILTIN_DEFAULTS.cpu_period, BUILTIN_DEFAULTS.cpuset, BUILTIN_DEFAULTS.noise) == (
+        None, None, 0,
+    )  # fmt: skip
+    assert (BUILTIN_DEFAULTS.clock_offset, BUILTIN_DEFAULTS.seed) == (0.0, None)
 
 
 def test_spec_is_frozen() -> None:
@@ -130,6 +149,9 @@ def test_parse_cpu_accepts(value: object, expected: float | None) -> None:
         (float("nan"), ""),
         (float("inf"), ""),
         ("inf", ""),
+        (1e308, " (must be at most 8192; None for no cap)"),
+        ("1e12", " (must be at most 8192; None for no cap)"),
+        (8193, " (must be at most 8192; None for no cap)"),
     ],
 )
 def test_parse_cpu_rejects(value: object, reason: str) -> None:
@@ -548,7 +570,8 @@ def test_merge_rejects_unknown_argument() -> None:
     with pytest.raises(SpecError) as exc:
         merge_marker_kwargs([((), {"memory": "1G", "cpu": 1})], SRC)
     assert str(exc.value) == (
-        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname, net"
+        f"{SRC}: unknown argument memory; accepted: cpu, mem, pids, timeout, hostname, net, "
+        "cpu_period, cpuset, noise, clock_offset, seed"
     )
 
 
@@ -556,7 +579,8 @@ def test_merge_rejects_unknown_arguments_sorted() -> None:
     with pytest.raises(SpecError) as exc:
         merge_marker_kwargs([((), {}), ((), {"memory": 1, "cpus": 2})], SRC)
     assert str(exc.value) == (
-        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname, net"
+        f"{SRC}: unknown arguments cpus, memory; accepted: cpu, mem, pids, timeout, hostname, "
+        "net, cpu_period, cpuset, noise, clock_offset, seed"
     )
 
 
@@ -591,7 +615,9 @@ def test_spec_from_marker_error_names_marker() -> None:
 # -- every marker argument with every wrong type and value -------------------------------------
 
 FORMS = {"cpu": CPU_FORM, "mem": MEM_FORM, "pids": PIDS_FORM, "timeout": TIMEOUT_FORM,
-         "hostname": HOSTNAME_FORM, "net": NET_FORM}  # fmt: skip
+         "hostname": HOSTNAME_FORM, "net": NET_FORM, "cpu_period": CPU_PERIOD_FORM,
+         "cpuset": CPUSET_FORM, "noise": NOISE_FORM, "clock_offset": CLOCK_FORM,
+         "seed": SEED_FORM}  # fmt: skip
 WRONG_TYPES: list[object] = [[1], {"a": 1}, (1,), {1}, b"1", object(), 1j, True, False]
 WRONG_VALUES: dict[str, list[object]] = {
     "cpu": [0, -1, 0.0, float("nan"), float("inf"), "", "fast", "1e999", 1e999, -0.5],
@@ -601,6 +627,11 @@ WRONG_VALUES: dict[str, list[object]] = {
     "timeout": [0, -1, "", "soon", float("nan"), float("inf"), "-3"],
     "hostname": ["", "no spaces", "a" * 65, "-lead", "trail-", "dot..dot", "nul\x00", 5],
     "net": ["", "none", "hosts", "private\x00", "lo", 0],
+    "cpu_period": [0, -1, "2s", "1 year", float("nan"), "", 5],
+    "cpuset": ["", "x", "1-0", -1, "0,,1", 2**20],
+    "noise": [-1, 65, 1.5, "", "lots", 2**80],
+    "clock_offset": ["", "later", float("nan"), 1e300, "-4000d"],
+    "seed": [-1, 2**32, 1.5, "", "x"],
 }  # fmt: skip
 BAD_ARGUMENTS = [(key, value) for key in SPEC_KEYS for value in WRONG_TYPES] + [
     (key, value) for key, values in WRONG_VALUES.items() for value in values
@@ -813,3 +844,146 @@ def test_parse_shares_rejects(value: str, why: str) -> None:
 
 def test_parse_shares_keeps_lookalikes_of_fresh_trees() -> None:
     assert parse_shares(["/devices"], "src", "/", lambda path: True) == ("/devices",)
+
+
+# -- bounds that keep every accepted value usable (an attack round found overflows) ------------
+
+
+@pytest.mark.parametrize("value", [7 * 86400.0 + 1, 2.15e6, 1e300, "3e6"])
+def test_parse_timeout_rejects_beyond_a_week(value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_timeout(value, SRC)
+    assert _raises(exc) == (
+        f"{SRC}: invalid timeout={value!r} (must be at most 604800 (a week); None for no "
+        f"timeout); expected {TIMEOUT_FORM}"
+    )
+
+
+def test_parse_timeout_accepts_a_week() -> None:
+    assert parse_timeout(604800, SRC) == 604800.0
+
+
+# -- the conditions a flaky-test hunt varies ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0.1, 0.1), (1, 1.0), ("100ms", 0.1), ("1s", 1.0), (" 250 ms ", 0.25), ("1000us", 0.001),
+     ("0.5", 0.5), (None, None), ("none", None)],
+)  # fmt: skip
+def test_parse_cpu_period_accepts(value: object, expected: float | None) -> None:
+    assert parse_cpu_period(value, SRC) == (None if expected is None else pytest.approx(expected))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("2s", " (must be from 1ms to 1s)"), (0.0005, " (must be from 1ms to 1s)"),
+     (0, " (must be from 1ms to 1s)"), ("10 parsecs", ""), (True, ""), ([1], ""), ("nan", "")],
+)  # fmt: skip
+def test_parse_cpu_period_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_cpu_period(value, SRC)
+    assert (
+        _raises(exc) == f"{SRC}: invalid cpu_period={value!r}{reason}; expected {CPU_PERIOD_FORM}"
+    )
+
+
+def test_a_quota_below_one_millisecond_names_both_values() -> None:
+    with pytest.raises(SpecError) as exc:
+        spec_from_marker({"cpu": 0.05, "cpu_period": "10ms"}, BUILTIN_DEFAULTS, SRC)
+    assert _raises(exc) == (
+        f"{SRC}: cpu=0.05 with cpu_period=0.01s gives 0.5ms of CPU per period, below the "
+        "kernel's smallest quota of 1ms; raise cpu or cpu_period"
+    )
+    spec = spec_from_marker({"cpu": 0.05, "cpu_period": "1s"}, BUILTIN_DEFAULTS, SRC)
+    assert (spec.cpu, spec.cpu_period) == (0.05, 1.0)
+
+
+def test_the_quota_check_names_the_command_line_options() -> None:
+    with pytest.raises(SpecError) as exc:
+        resolve_defaults({"cpu": "0.02", "cpu_period": "20ms"}, {})
+    assert str(exc.value).startswith(
+        "command line option --isolate-cpu and command line option --isolate-cpu-period: "
+        "cpu=0.02 with cpu_period=0.02s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, (0,)), ("0", (0,)), ("0-1", (0, 1)), ("3,0-1", (0, 1, 3)), (" 1 , 1 ", (1,)),
+     (None, None), ("none", None)],
+)  # fmt: skip
+def test_parse_cpuset_accepts(value: object, expected: tuple[int, ...] | None) -> None:
+    assert parse_cpuset(value, SRC) == expected
+    if expected is not None:
+        assert parse_cpuset(format_cpuset(expected), SRC) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("", ""), ("a", ""), ("1-0", " (1-0 is an empty range)"), (-1, " (CPU numbers are 0 to 8191)"),
+     ("9000", " (CPU 9000 is above 8191)"), (True, ""), ([0], ""), ("0-", "")],
+)  # fmt: skip
+def test_parse_cpuset_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_cpuset(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid cpuset={value!r}{reason}; expected {CPUSET_FORM}"
+
+
+def test_format_cpuset() -> None:
+    assert format_cpuset((0, 1, 2, 5, 7, 8)) == "0-2,5,7-8"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), ("2", 2), (64, 64), (None, 0)])
+def test_parse_noise_accepts(value: object, expected: int) -> None:
+    assert parse_noise(value, SRC) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"), [(65, " (must be from 0 to 64)"), (-1, " (must be from 0 to 64)"),
+                          (1.5, ""), (True, ""), ("x", "")],
+)  # fmt: skip
+def test_parse_noise_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_noise(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid noise={value!r}{reason}; expected {NOISE_FORM}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0.0), (90, 90.0), ("90s", 90.0), ("-1h", -3600.0), ("30d", 30 * 86400.0),
+     ("+2m", 120.0), (None, 0.0), ("3650d", 3650 * 86400.0)],
+)  # fmt: skip
+def test_parse_clock_offset_accepts(value: object, expected: float) -> None:
+    assert parse_clock_offset(value, SRC) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("3651d", " (at most 3650 days either way)"), (-1e12, " (at most 3650 days either way)"),
+     ("soon", ""), (True, ""), (float("inf"), "")],
+)  # fmt: skip
+def test_parse_clock_offset_rejects(value: object, reason: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_clock_offset(value, SRC)
+    assert _raises(exc) == f"{SRC}: invalid clock_offset={value!r}{reason}; expected {CLOCK_FORM}"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), ("42", 42), (2**32 - 1, 2**32 - 1),
+                                                 (None, None)])  # fmt: skip
+def test_parse_seed_accepts(value: object, expected: int | None) -> None:
+    assert parse_seed(value, SRC) == expected
+
+
+@pytest.mark.parametrize("value", [2**32, -1, 1.5, "x", True])
+def test_parse_seed_rejects(value: object) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_seed(value, SRC)
+    assert _raises(exc).startswith(f"{SRC}: invalid seed={value!r}")
+    assert _raises(exc).endswith(f"expected {SEED_FORM}")
+
+
+def test_option_names() -> None:
+    assert option_name("cpu") == "--isolate-cpu"
+    assert option_name("cpu_period") == "--isolate-cpu-period"
+    assert option_name("clock_offset") == "--isolate-clock-offset"

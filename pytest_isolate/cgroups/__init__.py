@@ -22,8 +22,16 @@ class CgroupError(OSError):
 @dataclass(frozen=True)
 class Limits:
     cpu: float | None = None
+    """CPUs: the quota is ``cpu`` times the period."""
     mem: int | None = None
     pids: int | None = None
+    cpu_period: float | None = None
+    """Seconds; None: the kernel's default of 100 ms."""
+
+    def cpu_quota_us(self) -> tuple[int, int]:
+        """(quota, period) in microseconds, for a cpu cap (``cpu`` must be set)."""
+        period = round((self.cpu_period or 0.1) * 1_000_000)
+        return max(1000, round((self.cpu or 0) * period)), period
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from ._files import _keyed, _makedirs, _read, _rmdir_each, _write
 from .owners import kill_each, owner_token, remove_owner_dir, stale_owner_dirs
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
-CFS_PERIOD_US = 100_000
 
 
 class GroupV1:
@@ -59,8 +58,9 @@ class GroupV1:
         cpu = self._dirs.get("cpu")
         self._cpu_capped = limits.cpu is not None
         if cpu and limits.cpu is not None:
-            _write(f"{cpu}/cpu.cfs_period_us", str(CFS_PERIOD_US))
-            _write(f"{cpu}/cpu.cfs_quota_us", str(round(limits.cpu * CFS_PERIOD_US)))
+            quota, period = limits.cpu_quota_us()
+            _write(f"{cpu}/cpu.cfs_period_us", str(period))
+            _write(f"{cpu}/cpu.cfs_quota_us", str(quota))
         mem = self._dirs.get("memory")
         if mem and limits.mem is not None:
             _write(f"{mem}/memory.limit_in_bytes", str(limits.mem))

@@ -42,7 +42,6 @@ from .owners import kill_each, owner_token, remove_owner_dir, stale_owner_dirs, 
 from .v2_delegation import LEAF_PREFIX, enable_base, is_leaf_name
 
 CONTROLLERS = ("cpu", "memory", "pids")
-CPU_PERIOD_US = 100_000
 UNIFIED = "cgroup2"
 """The key of ``GroupV2.dirs()`` that names the group's directory whatever is enabled."""
 
@@ -74,7 +73,8 @@ class GroupV2:
     def set_limits(self, limits: Limits) -> None:
         d = self.path
         if "cpu" in self.controllers and limits.cpu is not None:
-            _write(f"{d}/cpu.max", f"{round(limits.cpu * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+            quota, period = limits.cpu_quota_us()
+            _write(f"{d}/cpu.max", f"{quota} {period}")
         if "memory" in self.controllers and limits.mem is not None:
             _write(f"{d}/memory.max", str(limits.mem))
             if os.path.exists(f"{d}/memory.swap.max"):

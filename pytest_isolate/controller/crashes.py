@@ -89,6 +89,8 @@ def synthesize(
             f"The isolated test process wrote something that is not a report to the report "
             f"pipe during {phase} ({run.garbage}); the sandbox was killed."
         )
+    elif run.refused:
+        text = f"pytest-isolate could not run this test as asked: {run.refused}"
     elif run.error:
         text = f"pytest-isolate failed inside the test process during {phase}:\n{run.error}"
     else:

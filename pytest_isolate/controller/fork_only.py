@@ -21,8 +21,9 @@ from ..cgroups import Usage
 from ..reporting import Record
 from ..spec import IsolationSpec
 from ..testprocess import main as test_process
-from ..testprocess.context import ChildContext
+from ..testprocess.context import ChildContext, conditions_for
 from .crashes import annotate, synthesize
+from .launch import RUN_BEFORE
 from .outcome import Outcome
 from .waiting import Run, collect_dump, read_into, reap
 
@@ -65,6 +66,8 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
             cwd=os.getcwd(),
             close_fds=(rfd,),
             sandboxed=False,
+            before=item.stash.get(RUN_BEFORE, ()),
+            **conditions_for(spec),  # type: ignore[arg-type]
         )
         wall_start = time.monotonic()
         start = time.time()
@@ -95,4 +98,4 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         reports, event = synthesize(item, run, spec, usage, dump, start)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior)

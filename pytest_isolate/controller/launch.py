@@ -7,13 +7,19 @@ import gc
 import os
 from collections.abc import Sequence
 
+import pytest
+
 from .. import ffi
 from ..cgroups import Limits
 from ..spec import IsolationSpec
-from ..testprocess.context import ChildContext, namespaces_for
+from ..testprocess.context import ChildContext, conditions_for, namespaces_for
 from .builder_client import Lease
 from .forking import fork_quietly
 from .session import Session
+
+RUN_BEFORE = pytest.StashKey["tuple[int, ...]"]()
+"""Items (indexes in ``session.items``) an item's test process runs before it, in order:
+set by the flaky-test hunt for one attempt, read by ``run_isolated`` and ``run_forked``."""
 
 
 def fork_into(lease: Lease, session: Session) -> int:
@@ -37,13 +43,19 @@ def fork_into(lease: Lease, session: Session) -> int:
 
 
 def context_for(
-    lease: Lease, spec: IsolationSpec, session: Session, busy: Sequence[int] = (), turn: int = -1
+    lease: Lease,
+    spec: IsolationSpec,
+    session: Session,
+    busy: Sequence[int] = (),
+    turn: int = -1,
+    before: tuple[int, ...] = (),
 ) -> tuple[int, int, ChildContext]:
     """Set the sandbox's caps; the report pipe and what the test process needs to enter.
-    ``busy``: more descriptors of ours for it to close (the running test's)."""
+    ``busy``: more descriptors of ours for it to close (the running test's); ``before``:
+    items to run first in its process (``ChildContext.before``)."""
     join = lease.join_fds
     if lease.group is not None:
-        limits = Limits(spec.cpu, spec.mem, spec.pids)
+        limits = Limits(spec.cpu, spec.mem, spec.pids, spec.cpu_period)
         lease.group.set_limits(limits)
         needed = lease.group.needed_joins(limits)
         join = [fd for fd, keep in zip(lease.join_fds, needed, strict=True) if keep]
@@ -69,5 +81,7 @@ def context_for(
         mount_proc=not session.plan.init_builds,
         ns_fds=tuple(lease.ns_fds),
         turn_fd=turn,
+        before=before,
+        **conditions_for(spec),  # type: ignore[arg-type]
     )
     return rfd, wfd, ctx

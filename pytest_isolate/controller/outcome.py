@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -16,3 +16,5 @@ class Outcome:
     warnings: list[dict[str, Any]]
     record: Record | None
     exit: dict[str, Any] | None = None
+    prior: list[pytest.TestReport] = field(default_factory=list)
+    """Reports of the items run before the test in its process (the hunt's order rounds)."""

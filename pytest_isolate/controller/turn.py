@@ -20,7 +20,7 @@ from ..spec import IsolationSpec
 from ..testprocess import main as test_process
 from .builder_client import Lease, PoolError
 from .crashes import annotate, error_reports, synthesize
-from .launch import context_for, fork_into
+from .launch import RUN_BEFORE, context_for, fork_into
 from .outcome import Outcome
 from .prefork import item_index
 from .session import MAX_DYING, Session
@@ -57,9 +57,13 @@ def run_isolated(
 ) -> Outcome:
     """Run ``item`` in a sandbox. ``upcoming``: the spec of ``nextitem``, if its test
     process may be forked while this test runs (``prefork.upcoming``)."""
+    before = item.stash.get(RUN_BEFORE, ())
     try:
         session.settle(keep=MAX_DYING)
         spare = session.take_spare(item)
+        if spare is not None and before:
+            session.discard(spare)  # forked to run its test alone
+            spare = None
         after = -1 if nextitem is None else item_index(nextitem)
         if spare is not None and nextitem is not None and after < 0:
             session.discard(spare)  # it could not be told which item comes next
@@ -85,7 +89,7 @@ def run_isolated(
         give_turn(spare, after)
     else:
         try:
-            rfd, wfd, ctx = context_for(lease, spec, session)
+            rfd, wfd, ctx = context_for(lease, spec, session, before=before)
         except CgroupError as exc:  # the kernel refused a cap that spec.py let through
             kill_sandbox(lease.pidfd)
             session.pool.release(lease)
@@ -145,4 +149,4 @@ def run_isolated(
     _share_with_item(reports, item)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior)

@@ -44,10 +44,15 @@ class Run:
     pid: int
     reader: wire.Reader = field(default_factory=wire.Reader)
     reports: list[pytest.TestReport] = field(default_factory=list)
+    prior: list[pytest.TestReport] = field(default_factory=list)
+    """Reports of the items it ran before its test (``ChildContext.before``)."""
     warnings: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     exit: dict[str, Any] | None = None
     error: str = ""
+    """A traceback of pytest-isolate's own, from the test process."""
+    refused: str = ""
+    """Why the test process could not run the test as its spec asks."""
     garbage: str = ""
     status: int | None = None
     timed_out: bool = False
@@ -66,10 +71,10 @@ def _restore_tuples(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _handle(run: Run, config: pytest.Config, kind: bytes, payload: Any) -> None:
-    if kind == wire.Kind.REPORT:
+    if kind in (wire.Kind.REPORT, wire.Kind.PRIOR):
         data = _restore_tuples(payload)
         report = config.hook.pytest_report_from_serializable(config=config, data=data)
-        run.reports.append(report)
+        (run.reports if kind == wire.Kind.REPORT else run.prior).append(report)
     elif kind == wire.Kind.WARNING:
         run.warnings.append(payload)
     elif kind == wire.Kind.DONE:
@@ -78,6 +83,7 @@ def _handle(run: Run, config: pytest.Config, kind: bytes, payload: Any) -> None:
         run.exit = payload
     elif kind == wire.Kind.ERROR:
         run.error = payload["traceback"]
+        run.refused = payload.get("message", "")
 
 
 def read_into(run: Run, config: pytest.Config, rfd: int) -> bool:

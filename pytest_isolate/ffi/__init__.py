@@ -29,6 +29,7 @@ except OSError:  # pragma: no cover - Windows: no sandboxes, and none of these c
     _libc = None
 
 # <linux/sched.h>
+CLONE_NEWTIME = 0x00000080  # unshare(2) and setns(2) only
 CLONE_VM = 0x00000100
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000

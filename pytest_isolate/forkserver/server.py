@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -50,9 +50,18 @@ def serve(sock: socket.socket, items: Sequence[pytest.Item]) -> NoReturn:  # pra
                 join_fds=tuple(fds[3 : 3 + n_join]),
                 ns_fds=tuple(fds[3 + n_join : 3 + n_join + n_ns]),
                 close_fds=(sock.fileno(), own_pidns),
-                **json.loads(data[REQUEST.size :]),
+                **_plain(json.loads(data[REQUEST.size :])),
             )
             test_process.run(items[index], None, ctx)
         for fd in fds:
             os.close(fd)
         sock.send(ANSWER.pack(pid))
+
+
+def _plain(fields: dict[str, Any]) -> dict[str, Any]:
+    """The context's plain fields as JSON gave them: its tuples came as lists."""
+    for name in ("cpuset", "before"):
+        value = fields.get(name)
+        if isinstance(value, list):
+            fields[name] = tuple(value)
+    return fields

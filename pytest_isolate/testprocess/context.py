@@ -46,12 +46,33 @@ class ChildContext:
     """The sandbox's namespaces, opened by the builder: rootless, ``ROOTLESS_NS_FILES``; as
     root, its user namespace (none where the host allows none)."""
     turn_fd: int = -1
-    """A test process forked ahead (``controller.session.Spare``): once in its sandbox, it waits on
-    this pipe for its turn, which names the item after its own (``TURN``)."""
+    """A test process forked ahead (``controller.session.Spare``): once in its sandbox, it
+    waits on this pipe for its turn, which names the item after its own (``TURN``)."""
+    cpuset: tuple[int, ...] | None = None
+    """The CPUs it and every process it starts may run on (``conditions.pin``)."""
+    clock_offset: float = 0.0
+    """Seconds its monotonic and boot-time clocks are ahead (``conditions.shift_clock``)."""
+    noise: int = 0
+    """Busy processes to start beside the test (``conditions.start_noise``)."""
+    seed: int | None = None
+    """``random``'s seed before the test's setup (``conditions.seed``)."""
+    before: tuple[int, ...] = ()
+    """Items (indexes in ``session.items``) to run first in this process, in this order;
+    their reports are sent as ``wire.Kind.PRIOR`` (the flaky-test hunt's order rounds)."""
 
 
 # The turn message: the index of the next item in ``session.items`` (-1: none).
 TURN = struct.Struct("<i")
+
+
+def conditions_for(spec: IsolationSpec) -> dict[str, object]:
+    """The context's fields that carry the spec's conditions for the test process."""
+    return {
+        "cpuset": spec.cpuset,
+        "clock_offset": spec.clock_offset,
+        "noise": spec.noise,
+        "seed": spec.seed,
+    }
 
 
 def namespaces_for(spec: IsolationSpec) -> int:

@@ -17,6 +17,7 @@ import signal
 from .. import ffi
 from ..builder.namespaces import ROOTLESS_NS_FILES, set_hostname
 from ..builder.snapshot import mount_proc
+from .conditions import shift_clock
 from .context import DUMP_SIGNAL, ChildContext
 
 _NS_FILES = (
@@ -79,6 +80,8 @@ def _enter_rootless(ctx: ChildContext) -> None:
             ffi.setns(outer, ffi.CLONE_NEWUSER)
         finally:
             os.close(outer)
+        if ctx.clock_offset:  # while this process still sees itself in /proc
+            shift_clock(ctx.clock_offset)
         for name, flag in ROOTLESS_NS_FILES[1:]:
             if flag & (ctx.namespaces | ffi.CLONE_NEWPID):
                 ffi.setns(fds[name], flag)
@@ -98,6 +101,8 @@ def enter_sandbox(ctx: ChildContext) -> None:
         # Fork-only isolation: a process group of our own, so that what the test starts can
         # be killed with it.
         os.setpgid(0, 0)
+        if ctx.clock_offset:
+            shift_clock(ctx.clock_offset)  # says why it cannot, where namespaces are refused
         return
     if ctx.rootless:
         _enter_rootless(ctx)
@@ -115,6 +120,8 @@ def enter_sandbox(ctx: ChildContext) -> None:
 
 
 def _enter_rooted(ctx: ChildContext) -> None:
+    if ctx.clock_offset:
+        shift_clock(ctx.clock_offset)
     # cgroups first: migration is checked against our credentials, which the user
     # namespace is about to reduce. (The builder opened the files for us.)
     for fd in ctx.join_fds:

@@ -17,6 +17,7 @@ from typing import NoReturn
 import pytest
 
 from .. import _compat, integrations, wire
+from . import conditions
 from .context import DUMP_SIGNAL, TURN, ChildContext
 from .enter import enter_sandbox
 
@@ -26,8 +27,14 @@ class Channel:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.prior = False
+        """Reports are of an item run before the test (``ChildContext.before``)."""
 
     def send(self, kind: bytes, payload: object) -> None:
+        if self.prior and kind == wire.Kind.REPORT:
+            kind = wire.Kind.PRIOR
+        elif self.prior:
+            return  # only the outcomes of the items run before the test are wanted
         wire.send(self.fd, kind, payload)
 
 
@@ -64,9 +71,12 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         if ctx.turn_fd >= 0:
             nextitem = _await_turn(item, ctx.turn_fd)
         faulthandler.register(DUMP_SIGNAL, file=ctx.dump_fd, all_threads=True, chain=False)
+        _apply_conditions(item, ctx)
         global _current
         _current = channel
         integrations.child_starting(item)
+        if ctx.before:
+            nextitem = _run_before(item, nextitem, ctx.before, channel)
         with _compat.warnings_captured(item):
             _compat.run_protocol(item, nextitem)
         integrations.child_finished(item)
@@ -77,6 +87,9 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
         code = 0
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
+    except conditions.ConditionError as exc:
+        code = 70
+        channel.send(wire.Kind.ERROR, {"traceback": "", "message": str(exc)})
     except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
         code = 70
         try:
@@ -86,6 +99,35 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
     finally:
         _flush()
         os._exit(code)
+
+
+def _apply_conditions(item: pytest.Item, ctx: ChildContext) -> None:
+    """The spec's conditions that take effect here (the clock's: on entering)."""
+    if ctx.cpuset is not None:
+        conditions.pin(tuple(ctx.cpuset))
+    if ctx.noise:
+        conditions.start_noise(ctx.noise)
+    if ctx.seed is not None:
+        conditions.seed(item, ctx.seed)
+
+
+def _run_before(
+    item: pytest.Item, nextitem: pytest.Item | None, before: tuple[int, ...], channel: Channel
+) -> pytest.Item | None:
+    """Run the items ``before`` (indexes in ``session.items``) here, in order, then leave
+    the setup state ready for ``item``. Their reports go to pytest as PRIOR reports; what
+    they leave behind (in this process, in the sandbox) is what ``item`` then sees."""
+    items = item.session.items
+    chain = [items[index] for index in before]
+    channel.prior = True
+    try:
+        for prior, after in zip(chain, [*chain[1:], item], strict=True):
+            _compat.teardown_for(prior)  # what pytest's process set up that it does not need
+            with _compat.warnings_captured(prior):
+                _compat.run_protocol(prior, after)
+    finally:
+        channel.prior = False
+    return nextitem
 
 
 def _flush() -> None:

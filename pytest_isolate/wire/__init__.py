@@ -27,8 +27,9 @@ class Kind:
     EXIT: Final = b"X"  # pytest.exit() was called: {"msg", "returncode"}
     ERROR: Final = b"E"  # the plugin failed inside the test process: {"traceback"}
     DONE: Final = b"D"  # the protocol finished normally
+    PRIOR: Final = b"P"  # a report of an item run before the test, in its process
 
-    ALL: Final = frozenset({REPORT, WARNING, EXIT, ERROR, DONE})
+    ALL: Final = frozenset({REPORT, WARNING, EXIT, ERROR, DONE, PRIOR})
 
 
 class WireError(Exception):
