@@ -14,6 +14,7 @@ import pytest
 
 from .. import ffi
 
+
 class ConditionError(RuntimeError):
     """A condition the spec asks for cannot be set up here; the message says why (the test
     fails with it, without a traceback of pytest-isolate's own)."""
