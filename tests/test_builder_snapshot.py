@@ -14,6 +14,7 @@ from pytest_isolate.builder.snapshot import (
     MountStep,
     mount_flags,
     plan_mounts,
+    revealing_mounts,
     share_steps,
 )
 from pytest_isolate.mountinfo import MountEntry, parse_mountinfo
@@ -185,6 +186,22 @@ def test_skip_list() -> None:
     assert [s.path for s in steps] == ["/", "/keep", "/scratchpad"]
     # A skip list never removes "/".
     assert plan_mounts(_mountinfo(rows), skip=["/"]) == [MountStep("overlay", "/", 0)]
+
+
+def test_revealing_mounts_topmost_proc_and_sysfs() -> None:
+    rows = [
+        ("/", "rw", "ext4"),
+        ("/proc", "rw", "proc"),
+        ("/proc/sys/fs/binfmt_misc", "rw", "binfmt_misc"),
+        ("/sys", "rw", "sysfs"),
+        ("/sys/fs/cgroup", "rw", "tmpfs"),
+        ("/srv/ro", "ro", "ext4"),
+        ("/srv/ro/proc", "rw", "proc"),  # below another mount: detached on its own
+        ("/srv/ro/proc/inner", "rw", "proc"),  # below a proc: goes with it
+        ("/scratch/root/proc", "rw", "proc"),
+    ]
+    found = revealing_mounts(_mountinfo(rows), skip=["/scratch"])
+    assert found == ["proc", "srv/ro/proc", "sys"]
 
 
 def test_file_mounts(tmp_path: Path) -> None:

@@ -273,3 +273,115 @@ def test_escape_attempts_fail_rootless(host: Host) -> None:
     assert "isolation: rootless, pid net mnt uts ipc user namespaces" in out, out + result.stderr
     _check_outcomes(out)
     host.assert_untouched(out)
+
+
+# Host knobs the nested-namespace attacks write to: harmless, read before and restored after.
+KNOBS = {
+    "proc": "/proc/sys/fs/lease-break-time",
+    "sysfs": "/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs",
+}
+
+NESTED = """
+import ctypes, os, pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+KNOBS = {knobs!r}  # filesystem -> (path below its mount point, value to write)
+RO_DIR = {ro_dir!r}  # a read-only host mount, with the host's proc mounted below it
+
+
+def _in_nested_namespaces(body):
+    # unshare(USER|NS|PID|NET) with uid and gid 0 mapped to ours, then fork into the pid
+    # namespace: what the attack round did. Returns what ``body`` printed.
+    r, w = os.pipe()
+    if os.fork() == 0:
+        try:
+            os.close(r)
+            assert libc.unshare(0x10000000 | 0x20000 | 0x20000000 | 0x40000000) == 0
+            for name, line in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+                with open(f"/proc/self/{{name}}", "w") as f:
+                    f.write(line)
+            child = os.fork()
+            if child == 0:
+                os.write(w, body().encode())
+                os._exit(0)
+            os.waitpid(child, 0)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.wait()
+    return out
+
+
+def _fresh_mounts_write_knobs():
+    lines = []
+    for fs, (knob, value) in KNOBS.items():
+        target = f"/tmp/nested-{{fs}}"
+        os.mkdir(target)
+        if libc.mount(fs.encode(), target.encode(), fs.encode(), 0, None) != 0:
+            lines.append(f"{{fs}}: mount refused ({{os.strerror(ctypes.get_errno())}})")
+            continue
+        try:
+            with open(f"{{target}}/{{knob}}", "w") as f:
+                f.write(value)
+            lines.append(f"{{fs}}: WROTE the host's {{knob}}")
+        except OSError as exc:
+            lines.append(f"{{fs}}: write refused ({{exc.strerror}})")
+    return "\\n".join(lines)
+
+
+@pytest.mark.isolated
+def test_fresh_proc_and_sysfs_in_nested_namespaces():
+    out = _in_nested_namespaces(_fresh_mounts_write_knobs)
+    print(out)
+    assert "WROTE" not in out and out.count("refused") == 2, out
+
+
+@pytest.mark.isolated
+def test_proc_under_a_read_only_mount():
+    assert not os.listdir(f"{{RO_DIR}}/proc"), "the host's /proc is visible inside"
+    knob, value = KNOBS["proc"]
+    with pytest.raises(OSError):
+        with open(f"{{RO_DIR}}/proc/{{knob}}", "w") as f:
+            f.write(value)
+"""
+
+
+def _read_knobs() -> dict[str, str]:
+    return {fs: Path(path).read_text() for fs, path in KNOBS.items()}
+
+
+@needs_root
+@pytest.mark.skipif(not os.path.exists(KNOBS["sysfs"]), reason="no khugepaged knob")
+def test_nested_namespaces_cannot_write_host_knobs(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    """A fresh proc or sysfs mounted from a nested user namespace, and the host's proc
+    below a read-only mount, are refused or read-only: the host's knobs are unchanged."""
+    before = _read_knobs()
+    knobs = {
+        fs: (path.split("/", 2)[2], str(int(before[fs]) + 1)) for fs, path in KNOBS.items()
+    }  # the path below the filesystem's mount point, and a value differing from the host's
+    ro_dir = tempfile.mkdtemp(prefix="pytest-isolate-ro-")
+    os.mkdir(f"{ro_dir}/proc")
+    mounted: list[str] = []
+    try:
+        subprocess.run(["mount", "--bind", ro_dir, ro_dir], check=True)
+        mounted.append(ro_dir)
+        subprocess.run(["mount", "-o", "remount,bind,ro", ro_dir], check=True)
+        subprocess.run(["mount", "-t", "proc", "proc", f"{ro_dir}/proc"], check=True)
+        mounted.append(f"{ro_dir}/proc")
+        pytester.makepyfile(test_nested=NESTED.format(knobs=knobs, ro_dir=ro_dir))
+        result = run("-v", "-s")
+        after = _read_knobs()
+    finally:
+        for path in reversed(mounted):
+            subprocess.run(["umount", path], check=True)
+        shutil.rmtree(ro_dir)
+        for fs, value in _read_knobs().items():  # never leave the host changed
+            if value != before[fs]:
+                Path(KNOBS[fs]).write_text(before[fs])
+    assert after == before, result.stdout.str()
+    result.assert_outcomes(passed=2)
+    assert "proc: mount refused (Operation not permitted)" in result.stdout.str()

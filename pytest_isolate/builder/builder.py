@@ -26,7 +26,7 @@ from . import in_init, rooted
 from .namespaces import kill_sandbox, reap
 from .plan import BuildPlan
 from .sandbox import Sandbox
-from .snapshot import MountStep, plan_mounts, share_steps
+from .snapshot import MountStep, plan_mounts, revealing_mounts, share_steps
 
 # Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
 SPARES = 3
@@ -58,6 +58,7 @@ class Builder:
             mounts = parse_mountinfo(f.read())
         self.steps: list[MountStep] = plan_mounts(mounts, skip=[scratch])
         self.steps += share_steps(shares or [])  # read-write host paths, over the snapshot
+        self.revealing = revealing_mounts(mounts, skip=[scratch])  # hidden from each sandbox
         self.backend: CgroupBackend | None = None
         if self.plan.cgroups:
             self.backend = (

@@ -17,7 +17,7 @@ from ..spec import BUILTIN_DEFAULTS
 from .namespaces import SANDBOX_NAMESPACES, new_user_namespace, reap, set_hostname, spawn_init
 from .network import bring_up_loopback
 from .sandbox import Sandbox
-from .snapshot import build_tree, enter_root, enter_root_mount, root_of
+from .snapshot import build_tree, enter_root, enter_root_mount, hide_revealing, root_of
 
 if TYPE_CHECKING:
     from .builder import Builder
@@ -44,6 +44,7 @@ def build(builder: Builder) -> Sandbox:
         # CLONE_NEWPID applies to our next child only: it becomes pid 1 of the new
         # namespace.
         ffi.unshare(ffi.CLONE_NEWPID | SANDBOX_NAMESPACES)
+        old_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             problems = build_tree(builder.scratch, builder.steps)
             bring_up_loopback()
@@ -57,8 +58,10 @@ def build(builder: Builder) -> Sandbox:
                 enter_root_mount()
             else:
                 enter_root()
-            pid, lifeline = spawn_init(program)
+            pid, lifeline = spawn_init(program)  # from /proc/self/fd: the host's /proc
+            problems += hide_revealing(old_root, builder.revealing)
         finally:
+            os.close(old_root)
             _go_home(builder)
     except BaseException:
         for fd in ns_fds:

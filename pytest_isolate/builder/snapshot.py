@@ -20,6 +20,13 @@ Kernel facts this depends on (see the design notes):
   lazy unmount of the old root gives the same result at ~3 ms instead of ~0.05 ms.)
 - Pages written to the tmpfs upper layer are charged to the writer's memory cgroup, so
   file writes count against the test's ``mem`` cap.
+- The old tree keeps the host's /proc and /sys, and the kernel lets a user namespace mount
+  a fresh proc or sysfs wherever one of the same type is "fully visible" in its mount
+  namespace, reachable or not (``mount_too_revealing``): a nested user namespace of the
+  test's could then write host sysctls and sysfs knobs (uid 0 inside is the host's). So
+  those are detached from the old tree once pid 1 runs (``hide_revealing``). The
+  sandbox's own are not fully visible: its /sys is read-only, and its /proc has read-only
+  mounts over non-empty directories (/proc/sys, ...), which the kernel locks.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ _FLAG_OPTIONS: Final = {
     "noexec": ffi.MS_NOEXEC,
 }
 MAX_COPIED_FILE: Final = 1 << 20
+# What a user namespace may mount afresh where one is fully visible (see above).
+REVEALING_FS: Final = frozenset({"proc", "sysfs"})
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,29 @@ def plan_mounts(entries: Iterable[MountEntry], skip: Sequence[str] = ()) -> list
     return steps
 
 
+def revealing_mounts(entries: Iterable[MountEntry], skip: Sequence[str] = ()) -> list[str]:
+    """The host's proc and sysfs mount points (only the topmost of nested ones), relative
+    to ``/``: what ``hide_revealing`` detaches from a sandbox's copy of the host's tree."""
+    found: list[str] = []
+    for path in sorted({e.mount_point for e in entries if e.fstype in REVEALING_FS}):
+        if path != "/" and not any(_under(path, p) for p in (*found, *skip)):
+            found.append(path)
+    return [path.lstrip("/") for path in found]
+
+
+def hide_revealing(old_root: int, paths: Sequence[str]) -> list[str]:
+    """Detach ``paths`` (``revealing_mounts``) from the old tree under the snapshot;
+    ``old_root``: a descriptor of that tree's ``/``. Returns the ones that could not be."""
+    problems = []
+    os.fchdir(old_root)
+    for path in paths:
+        try:
+            ffi.umount2(path, ffi.MNT_DETACH)
+        except OSError as exc:
+            problems.append(f"/{path}: not hidden from the sandbox ({exc.strerror})")
+    return problems
+
+
 def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(":", "\\:").replace(",", "\\,")
 
@@ -129,8 +161,18 @@ def _overlay(lower: str, target: str, scratch: str, index: int, flags: int) -> N
 
 
 def _bind_readonly(source: str, target: str, extra: int = 0) -> None:
-    ffi.mount(source, target, None, ffi.MS_BIND | ffi.MS_REC)
-    ffi.mount(None, target, None, ffi.MS_BIND | ffi.MS_REMOUNT | ffi.MS_RDONLY | extra)
+    """``source`` at ``target``, read-only; or nothing and an OSError.
+
+    Not recursive: a remount applies to one mount only, so the host's submounts would be
+    read-write below it (a proc there would write host sysctls). Each submount has its
+    own step in the plan; proc, sysfs and the other kernel interfaces below are left out.
+    """
+    ffi.mount(source, target, None, ffi.MS_BIND)
+    try:
+        ffi.mount(None, target, None, ffi.MS_BIND | ffi.MS_REMOUNT | ffi.MS_RDONLY | extra)
+    except OSError:
+        ffi.umount2(target, ffi.MNT_DETACH)  # never left read-write
+        raise
 
 
 def _make_dev(dev: str) -> None:

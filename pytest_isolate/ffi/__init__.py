@@ -53,6 +53,13 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+
+# <linux/keyctl.h>
+KEYCTL_JOIN_SESSION_KEYRING = 1
+# keyctl(2) has no libc wrapper: the system call, by number
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "i686": 288, "armv7l": 311, "ppc64le": 280,
+               "s390x": 280, "riscv64": 219}  # fmt: skip
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
@@ -96,6 +103,22 @@ def mount(
     if ret == -1:
         err = _ffi.errno
         raise OSError(err, f"{os.strerror(err)}: mount {fstype or ''} {source or ''} on {target}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _retry(f"umount2 {target}", _libc.umount2, target.encode(), flags)
+
+
+def join_session_keyring() -> None:
+    """Give this process a new anonymous session keyring (``keyctl(2)``
+    KEYCTL_JOIN_SESSION_KEYRING with no name): the keys it adds to its session keyring
+    from now on are its own, and those of the keyring it inherited are out of reach."""
+    machine = os.uname().machine
+    number = _SYS_KEYCTL.get(machine)
+    if number is None:
+        raise OSError(errno.ENOSYS, f"keyctl: no system call number known for {machine}")
+    args = (number, KEYCTL_JOIN_SESSION_KEYRING, 0)
+    _retry("keyctl", _libc.syscall, *(_ffi.cast("long", arg) for arg in args))
 
 
 def prctl(option: int, arg2: int = 0) -> int:

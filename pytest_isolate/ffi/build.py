@@ -27,6 +27,8 @@ CDEF = """
     int pause(void);
     int sigfillset(void *set);
     int pthread_sigmask(int how, const void *set, void *oldset);
+    int umount2(const char *target, int flags);
+    long syscall(long number, ...);
 """
 
 
