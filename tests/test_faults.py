@@ -1,6 +1,9 @@
-"""Faults a sandbox must survive: each ends as a clear report, and nothing is left behind."""
+"""Faults a sandbox must survive: each ends as a clear report, and nothing is left behind;
+and kernel state outside the namespaces (keyrings, cgroups) a test must not carry out."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -69,3 +72,44 @@ def test_misbehaving_tests_are_reported_and_cleaned_up(
     assert "q" * 1000 in out
     assert "Traceback" not in result.stderr.str()
     assert (pytester.path / "out.xml").stat().st_size > 4 * 2**20
+
+
+KEYRINGS = """
+import ctypes, os, pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+L = ctypes.c_long
+SYS_ADD_KEY, SYS_KEYCTL = 248, 250  # x86-64
+SESSION, KEYCTL_JOIN_SESSION_KEYRING, KEYCTL_SEARCH = -3, 1, 10
+# pytest's own session keyring (joined at collection), as pam_keyinit gives a login
+assert libc.syscall(L(SYS_KEYCTL), L(KEYCTL_JOIN_SESSION_KEYRING),
+                    b"pytest-isolate-test-session") > 0
+
+
+def find(description):
+    return libc.syscall(L(SYS_KEYCTL), L(KEYCTL_SEARCH), L(SESSION), b"user", description, L(0))
+
+
+@pytest.mark.isolated
+def test_adds_a_key():
+    assert libc.syscall(L(SYS_ADD_KEY), b"user", b"pytest-isolate-secret", b"s3cret", L(6),
+                        L(SESSION)) > 0
+    assert find(b"pytest-isolate-secret") > 0  # its own, while it runs
+
+
+@pytest.mark.isolated
+def test_a_later_test_does_not_see_it():
+    assert find(b"pytest-isolate-secret") == -1
+
+
+def test_pytest_does_not_see_it():
+    assert find(b"pytest-isolate-secret") == -1
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="keyctl(2) numbers for x86-64")
+def test_session_keyring_is_the_tests_own(pytester: pytest.Pytester, run: RunPytest) -> None:
+    """A key a test adds to its session keyring reaches neither later tests nor pytest."""
+    pytester.makepyfile(test_keys=KEYRINGS)
+    result = run("-v")
+    result.assert_outcomes(passed=3)

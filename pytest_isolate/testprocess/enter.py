@@ -96,7 +96,18 @@ def _enter_rootless(ctx: ChildContext) -> None:
         os.close(fd)
 
 
+def _own_session_keyring() -> None:
+    """A fresh anonymous session keyring: what the test adds to its session keyring stays
+    with it, and pytest's (pam_keyinit's, inherited) is out of its reach."""
+    try:
+        ffi.join_session_keyring()
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:  # ENOSYS: a kernel without keyrings, nothing to share
+            raise
+
+
 def enter_sandbox(ctx: ChildContext) -> None:
+    _own_session_keyring()
     if not ctx.sandboxed:
         # Fork-only isolation: a process group of our own, so that what the test starts can
         # be killed with it.
