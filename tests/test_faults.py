@@ -113,3 +113,106 @@ def test_session_keyring_is_the_tests_own(pytester: pytest.Pytester, run: RunPyt
     pytester.makepyfile(test_keys=KEYRINGS)
     result = run("-v")
     result.assert_outcomes(passed=3)
+
+
+CGROUP_ESCAPE = """
+import ctypes, errno, os, threading, pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+TAG = {tag!r}
+CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUSER = 0x20000, 0x02000000, 0x10000000
+
+
+def _nested_cgroup_escape():
+    # A user + mount + cgroup namespace of our own, then each hierarchy mounted at its
+    # root (our own group): lift the caps, leave a directory.
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWCGROUP) != 0:
+        return "unshare refused: " + errno.errorcode[ctypes.get_errno()]
+    for name, line in (("setgroups", "deny"), ("uid_map", "0 0 1"), ("gid_map", "0 0 1")):
+        with open(f"/proc/self/{{name}}", "w") as f:
+            f.write(line)
+    done = []
+    for fs, options, knobs in (
+        ("cgroup", "memory", {{"memory.memsw.limit_in_bytes": "-1",
+                               "memory.limit_in_bytes": "-1"}}),
+        ("cgroup", "pids", {{"pids.max": "max"}}),
+        ("cgroup", "cpu", {{}}), ("cgroup", "name=systemd", {{}}), ("cgroup2", None, {{}}),
+    ):
+        target = f"/tmp/cg-{{options or fs}}"
+        os.mkdir(target)
+        data = options.encode() if options else None
+        if libc.mount(b"cgroup", target.encode(), fs.encode(), 0, data) != 0:
+            continue
+        for knob, value in knobs.items():
+            if not os.path.exists(f"{{target}}/{{knob}}"):
+                continue  # memsw: no swap accounting
+            with open(f"{{target}}/{{knob}}", "w") as f:
+                f.write(value)
+        os.mkdir(f"{{target}}/escape-{{TAG}}")
+        done.append(options or fs)
+    return "ESCAPED: " + " ".join(done)
+
+
+@pytest.mark.isolated(mem="64M", pids=16)
+def test_lift_caps_from_a_nested_cgroup_namespace():
+    r, w = os.pipe()
+    if os.fork() == 0:
+        os.write(w, _nested_cgroup_escape().encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        attempt = f.read()
+    os.wait()
+    print("attempt:", attempt)
+    # The caps, measured: a child touching 300 MiB, and 40 threads.
+    child = os.fork()
+    if child == 0:
+        hog = bytearray(300 * 2**20)
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    print("hog:", "killed" if os.WIFSIGNALED(status) else "allocated 300 MiB")
+    stop = threading.Event()
+    threads = []
+    try:
+        for _ in range(40):
+            t = threading.Thread(target=stop.wait)
+            t.start()
+            threads.append(t)
+    except RuntimeError:
+        pass
+    stop.set()
+    for t in threads:
+        t.join()
+    print("threads:", len(threads))
+"""
+
+
+def _cgroup_dirs_named(name: str) -> list[str]:
+    found = []
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(top, d) for d in dirs if d == name]
+    return found
+
+
+def test_nested_cgroup_namespace_cannot_lift_caps(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    """A nested user + cgroup namespace cannot mount the hierarchies to raise its own
+    caps, nor leave directories on the host: the caps hold, measured."""
+    tag = os.urandom(6).hex()
+    pytester.makepyfile(test_cgroups=CGROUP_ESCAPE.format(tag=tag))
+    try:
+        result = run("-s", "-v")
+    finally:
+        left = _cgroup_dirs_named(f"escape-{tag}")
+        for path in sorted(left, reverse=True):  # made by this test's own inner test
+            os.rmdir(path)
+    out = result.stdout.str()
+    assert left == [], out
+    assert "attempt: unshare refused: ENOSPC" in out, out
+    assert "hog: killed" in out, out
+    threads = int(out.split("threads: ", 1)[1].split()[0])
+    assert 0 < threads < 16, out
+    result.assert_outcomes(passed=1)

@@ -100,6 +100,23 @@ def new_user_namespace() -> tuple[int, int]:
         os.kill(pid, signal.SIGKILL)
 
 
+def forbid_cgroup_namespaces(sysctl: int) -> None:
+    """No cgroup namespace may be made in the user namespace we are in, nor in any below it.
+
+    ``sysctl``: a descriptor of a writable /proc/sys (``snapshot.mount_proc``). Its
+    ``user.max_cgroup_namespaces`` is that of the user namespace looking it up, and the
+    kernel checks the limit of every ancestor. Without a cgroup namespace of its own no
+    cgroup filesystem can be mounted; and uid 0 inside, being the host's, may write every
+    file of one: in its own group (lifting the caps), and at the root of the hierarchies
+    it is not capped in.
+    """
+    fd = os.open("user/max_cgroup_namespaces", os.O_WRONLY | os.O_CLOEXEC, dir_fd=sysctl)
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
 def reap(pids: list[int], wait: bool = False) -> None:
     """Remove from ``pids`` the children of ours that are gone (reaping them); with
     ``wait``, all of them, once they are."""

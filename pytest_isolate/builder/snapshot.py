@@ -249,20 +249,28 @@ def build_tree(scratch: str, steps: Sequence[MountStep]) -> list[str]:
 _PSEUDO_FLAGS: Final = ffi.MS_NOSUID | ffi.MS_NODEV | ffi.MS_NOEXEC
 
 
-def mount_proc(root: str) -> None:
+def mount_proc(root: str) -> int:
     """A fresh /proc under ``root`` (a path, possibly relative), with its knobs read-only.
 
     procfs shows the pid namespace of the process that mounts it: this runs in the
     sandbox's pid namespace, with the capabilities that own its mounts (as root, the
     test process before it joins the user namespace; rootless, pid 1).
+    Returns a descriptor (``O_PATH``, the caller closes it) of its /proc/sys from before
+    it was made read-only: lookups from there stay on the writable mount, the one way
+    left to the sysctls of the user namespace joined next (``forbid_cgroup_namespaces``).
     """
     ffi.mount("proc", f"{root}/proc", "proc", _PSEUDO_FLAGS)
+    sysctl = os.open(f"{root}/proc/sys", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     for name in PROC_READONLY:
         path = f"{root}/proc/{name}"
         try:
             _bind_readonly(path, path, _PSEUDO_FLAGS)
         except FileNotFoundError:  # not in this kernel's build
             pass
+        except BaseException:
+            os.close(sysctl)
+            raise
+    return sysctl
 
 
 def enter_root_mount() -> None:

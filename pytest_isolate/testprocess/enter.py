@@ -15,7 +15,7 @@ import os
 import signal
 
 from .. import ffi
-from ..builder.namespaces import ROOTLESS_NS_FILES, set_hostname
+from ..builder.namespaces import ROOTLESS_NS_FILES, forbid_cgroup_namespaces, set_hostname
 from ..builder.snapshot import mount_proc
 from .conditions import shift_clock
 from .context import DUMP_SIGNAL, ChildContext
@@ -139,16 +139,19 @@ def _enter_rooted(ctx: ChildContext) -> None:
         os.write(fd, b"0")
         os.close(fd)
     _setns_all(ctx, ctx.namespaces)
-    if ctx.mount_proc:
-        # procfs shows the pid namespace of whoever mounts it: ours, in which we were
-        # born. Still real root here, so the test cannot undo it.
-        mount_proc("")
+    # procfs shows the pid namespace of whoever mounts it: ours, in which we were
+    # born. Still real root here, so the test cannot undo it.
+    sysctl = mount_proc("") if ctx.mount_proc else -1
     set_hostname(ctx.hostname)
     try:
         if ctx.userns and ctx.ns_fds:  # made by the builder; pid 1 is not in it
             ffi.setns(ctx.ns_fds[0], ffi.CLONE_NEWUSER)
         elif ctx.userns:  # made by pid 1 (no snapshot)
             _setns_all(ctx, ffi.CLONE_NEWUSER)
+        if ctx.userns and sysctl >= 0:
+            forbid_cgroup_namespaces(sysctl)
     finally:
         for fd in ctx.ns_fds:
             os.close(fd)
+        if sysctl >= 0:
+            os.close(sysctl)
