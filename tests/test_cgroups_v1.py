@@ -370,6 +370,23 @@ def test_pids_fake(tmp_path: Path) -> None:
     assert group.pids() == {12, 34, 56}
 
 
+def test_pids_include_groups_below(tmp_path: Path) -> None:
+    group = _fake_group(tmp_path)
+    sub = Path(group.dirs()["memory"], "sub", "deeper")
+    sub.mkdir(parents=True)
+    (sub / "cgroup.procs").write_text("78\n")
+    Path(group.dirs()["memory"], "cgroup.procs").write_text("12\n")
+    assert group.pids() == {12, 78}
+
+
+def test_remove_groups_below_first(tmp_path: Path) -> None:
+    group = _fake_group(tmp_path)
+    Path(group.dirs()["pids"], "a", "b").mkdir(parents=True)
+    Path(group.dirs()["pids"], "c").mkdir()
+    group.remove()
+    assert not any(os.path.exists(d) for d in group.dirs().values())
+
+
 def test_kill_empty_group_returns(tmp_path: Path) -> None:
     group = _fake_group(tmp_path)
     group.kill()  # no cgroup.procs at all

@@ -3,7 +3,13 @@ and kernel state outside the namespaces (keyrings, cgroups) a test must not carr
 
 from __future__ import annotations
 
+import glob
 import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +222,93 @@ def test_nested_cgroup_namespace_cannot_lift_caps(
     threads = int(out.split("threads: ", 1)[1].split()[0])
     assert 0 < threads < 16, out
     result.assert_outcomes(passed=1)
+
+
+SUBGROUP = """
+import os, subprocess, time, pytest
+
+@pytest.mark.isolated
+def test_leaves_a_child_in_a_sub_group():
+    child = subprocess.Popen(["sleep", "{marker}"])
+    # The host (the outer test) moves it into a group below ours, as a test allowed
+    # to mount its cgroup hierarchy could.
+    for _ in range(3000):
+        with open(f"/proc/{{child.pid}}/cgroup") as f:
+            if "/pytest-isolate-sub" in f.read():
+                break
+        time.sleep(0.01)
+    else:
+        pytest.fail("never moved")
+
+@pytest.mark.isolated
+@pytest.mark.parametrize("n", range(6))
+def test_later(n):
+    pass
+"""
+
+
+def _move_marked_process_into_a_sub_group(marker: str, moved: list[str]) -> None:
+    """Find the process running ``sleep MARKER`` in a sandbox's group and move it into a
+    new group below that group, in the memory and pids hierarchies."""
+    end = time.monotonic() + 60
+    while time.monotonic() < end and not moved:
+        for procs in glob.glob("/sys/fs/cgroup/memory/pytest-isolate/*/*/cgroup.procs"):
+            for pid in Path(procs).read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if cmdline != f"sleep\0{marker}\0".encode():
+                    continue
+                group = os.path.dirname(procs).removeprefix("/sys/fs/cgroup/memory")
+                for hierarchy in ("memory", "pids"):
+                    sub = f"/sys/fs/cgroup/{hierarchy}{group}/pytest-isolate-sub"
+                    os.mkdir(sub)
+                    moved.append(sub)
+                    Path(sub, "cgroup.procs").write_text(pid)
+                return
+        time.sleep(0.01)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_sub_group_in_a_sandboxs_group(pytester: pytest.Pytester, run: RunPytest) -> None:
+    """A group made below a sandbox's group, with a process in it: the sandbox is torn
+    down (its processes killed, its groups removed depth-first), the session completes,
+    and nothing is left."""
+    marker = f"{1000 + int.from_bytes(os.urandom(3), 'big')}"
+    pytester.makepyfile(test_sub=SUBGROUP.format(marker=marker))
+    # What a killed run left of such a test: its owner is gone, so this run sweeps it.
+    gone = _dead_pid()
+    stale = [f"/sys/fs/cgroup/{h}/pytest-isolate/{gone}.1/1/pytest-isolate-sub"
+             for h in ("memory", "pids")]  # fmt: skip
+    for path in stale:
+        os.makedirs(path)
+    moved: list[str] = []
+    helper = threading.Thread(target=_move_marked_process_into_a_sub_group, args=(marker, moved))
+    helper.start()
+    try:
+        start = time.monotonic()
+        result = run("-v", timeout=90)
+        elapsed = time.monotonic() - start
+    finally:
+        helper.join()
+        left = [sub for sub in moved + stale if os.path.isdir(sub)]
+        for sub in left:  # ours (made above): empty by now, or the run failed
+            for pid in Path(sub, "cgroup.procs").read_text().split():
+                os.kill(int(pid), signal.SIGKILL)
+        for path in stale:
+            for d in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass  # busy for a moment after the kill: swept by the next run
+    assert len(moved) == 2, result.stdout.str()
+    result.assert_outcomes(passed=7)
+    assert left == [], result.stdout.str()
+    assert elapsed < 30, elapsed  # no 5 s wait per removal
+    assert "cannot remove" not in result.stderr.str()

@@ -59,6 +59,14 @@ def _makedirs(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
+def _tree(path: str) -> list[str]:
+    """The group directory ``path`` and every group below it, deepest first."""
+    out = []
+    for top, subdirs, _ in os.walk(path, topdown=False):
+        out += [os.path.join(top, s) for s in subdirs]
+    return [*out, path]
+
+
 def _rmdir_each(dirs: Iterable[str], end: float) -> None:
     """Remove each group directory, in order; one still busy (its last processes are being
     reaped) is tried again until ``end`` (a ``time.monotonic()`` value)."""

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 
 from ..mountinfo import MountEntry
 from . import PREFIX, CgroupError, Limits, Usage
-from ._files import _keyed, _makedirs, _read, _rmdir_each, _write
+from ._files import _keyed, _makedirs, _read, _rmdir_each, _tree, _write
 from .owners import kill_each, owner_token, remove_owner_dir, stale_owner_dirs
 
 CONTROLLERS = ("cpu", "cpuacct", "memory", "pids")
@@ -104,8 +104,10 @@ class GroupV1:
         return Usage(**fields)  # type: ignore[arg-type]
 
     def pids(self) -> set[int]:
+        """The processes in the group and in any group below it (a test that could mount
+        its hierarchy may have made some)."""
         found: set[int] = set()
-        for d in self._unique:
+        for d in (sub for top in self._unique for sub in _tree(top)):
             try:
                 found.update(int(p) for p in _read(f"{d}/cgroup.procs").split())
             except FileNotFoundError:
@@ -124,7 +126,16 @@ class GroupV1:
             time.sleep(0.001)
 
     def remove(self, deadline: float = 5.0) -> None:
-        _rmdir_each(self._unique, time.monotonic() + deadline)
+        """Remove the group's directories, and the groups below them first."""
+        end = time.monotonic() + deadline
+        for d in self._unique:
+            try:
+                os.rmdir(d)  # the usual case: an emptied leaf, no listing needed
+                continue
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    continue
+            _rmdir_each(_tree(d), end)
 
 
 class CgroupV1:

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 
 from ..mountinfo import MountEntry
 from . import PREFIX, CgroupError, Limits, Usage
-from ._files import _keyed, _makedirs, _read, _rmdir_each, _rmdir_quietly, _write
+from ._files import _keyed, _makedirs, _read, _rmdir_each, _rmdir_quietly, _tree, _write
 from .owners import kill_each, owner_token, remove_owner_dir, stale_owner_dirs, token_is_stale
 from .v2_delegation import LEAF_PREFIX, enable_base, is_leaf_name
 
@@ -120,10 +120,7 @@ class GroupV2:
 
     def _tree(self) -> list[str]:
         """This group's directory and every group below it, deepest first."""
-        out = []
-        for top, subdirs, _ in os.walk(self.path, topdown=False):
-            out += [os.path.join(top, s) for s in subdirs]
-        return [*out, self.path]
+        return _tree(self.path)
 
     def pids(self) -> set[int]:
         found: set[int] = set()
