@@ -110,7 +110,10 @@ def forbid_cgroup_namespaces(sysctl: int) -> None:
     file of one: in its own group (lifting the caps), and at the root of the hierarchies
     it is not capped in.
     """
-    fd = os.open("user/max_cgroup_namespaces", os.O_WRONLY | os.O_CLOEXEC, dir_fd=sysctl)
+    try:
+        fd = os.open("user/max_cgroup_namespaces", os.O_WRONLY | os.O_CLOEXEC, dir_fd=sysctl)
+    except FileNotFoundError:  # a kernel without cgroups: none to mount
+        return
     try:
         os.write(fd, b"0")
     finally:
