@@ -341,6 +341,8 @@ def test_fresh_proc_and_sysfs_in_nested_namespaces():
 @pytest.mark.isolated
 def test_proc_under_a_read_only_mount():
     assert not os.listdir(f"{{RO_DIR}}/proc"), "the host's /proc is visible inside"
+    with open(f"{{RO_DIR}}/data/kept") as f:  # a real filesystem below is still there
+        assert f.read() == "kept"
     knob, value = KNOBS["proc"]
     with pytest.raises(OSError):
         with open(f"{{RO_DIR}}/proc/{{knob}}", "w") as f:
@@ -365,6 +367,7 @@ def test_nested_namespaces_cannot_write_host_knobs(
     }  # the path below the filesystem's mount point, and a value differing from the host's
     ro_dir = tempfile.mkdtemp(prefix="pytest-isolate-ro-")
     os.mkdir(f"{ro_dir}/proc")
+    os.mkdir(f"{ro_dir}/data")
     mounted: list[str] = []
     try:
         subprocess.run(["mount", "--bind", ro_dir, ro_dir], check=True)
@@ -372,6 +375,9 @@ def test_nested_namespaces_cannot_write_host_knobs(
         subprocess.run(["mount", "-o", "remount,bind,ro", ro_dir], check=True)
         subprocess.run(["mount", "-t", "proc", "proc", f"{ro_dir}/proc"], check=True)
         mounted.append(f"{ro_dir}/proc")
+        subprocess.run(["mount", "-t", "tmpfs", "pytest-isolate", f"{ro_dir}/data"], check=True)
+        mounted.append(f"{ro_dir}/data")
+        Path(ro_dir, "data", "kept").write_text("kept")
         pytester.makepyfile(test_nested=NESTED.format(knobs=knobs, ro_dir=ro_dir))
         result = run("-v", "-s")
         after = _read_knobs()
