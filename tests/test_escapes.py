@@ -273,3 +273,49 @@ def test_escape_attempts_fail_rootless(host: Host) -> None:
     assert "isolation: rootless, pid net mnt uts ipc user namespaces" in out, out + result.stderr
     _check_outcomes(out)
     host.assert_untouched(out)
+
+
+PROCESS_GROUP = """
+import ctypes, os, platform, signal, subprocess, pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+IOPRIO_SET, IOPRIO_GET = {"x86_64": (251, 252), "aarch64": (30, 31)}[platform.machine()]
+IOPRIO_WHO_PROCESS, IOPRIO_WHO_PGRP = 1, 2
+IDLE = 3 << 13  # IOPRIO_PRIO_VALUE(IOPRIO_CLASS_IDLE, 0)
+# At import, in pytest's own process.
+BEFORE = (os.getpriority(os.PRIO_PROCESS, 0), libc.syscall(IOPRIO_GET, IOPRIO_WHO_PROCESS, 0))
+
+@pytest.mark.isolated
+def test_kill_zero():
+    os.kill(os.getppid(), signal.SIGTERM)  # getppid() is 0 here: kill(0), our own group
+
+@pytest.mark.isolated
+def test_trap_kill_zero():
+    subprocess.run(["bash", "-c", "trap 'kill 0' EXIT; true"])
+
+@pytest.mark.isolated
+def test_group_priorities():
+    os.setpriority(os.PRIO_PGRP, 0, 19)
+    assert libc.syscall(IOPRIO_SET, IOPRIO_WHO_PGRP, 0, IDLE) == 0
+    assert os.getpriority(os.PRIO_PROCESS, 0) == 19  # it did reach this process
+
+def test_pytest_unchanged():
+    now = (os.getpriority(os.PRIO_PROCESS, 0), libc.syscall(IOPRIO_GET, IOPRIO_WHO_PROCESS, 0))
+    assert now == BEFORE
+"""
+
+
+@needs_root
+def test_process_group_calls_reach_the_sandbox_only(pytester: pytest.Pytester) -> None:
+    """kill(0), setpriority(PRIO_PGRP, 0) and ioprio_set(IOPRIO_WHO_PGRP, 0) in a test reach
+    the test's own process group, never pytest's. (The inner pytest gets a session of its
+    own: without the fix its kill(0) would reach ours.)"""
+    pytester.makepyfile(test_group=PROCESS_GROUP)
+    result = pytester.run(
+        "setsid", "-w", sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+        "-p", "no:randomly", "-q", timeout=120,
+    )  # fmt: skip
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    result.assert_outcomes(passed=2, failed=2)
+    assert out.count("killed by signal 15 (SIGTERM) during call") == 2, out
