@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import termios
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -319,3 +322,83 @@ def test_process_group_calls_reach_the_sandbox_only(pytester: pytest.Pytester) -
     assert result.ret == 1, out
     result.assert_outcomes(passed=2, failed=2)
     assert out.count("killed by signal 15 (SIGTERM) during call") == 2, out
+
+
+TERMINAL = """
+import errno, fcntl, os, termios, pytest
+
+def _ttys():
+    return [int(fd) for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")
+            and os.isatty(int(fd))]
+
+@pytest.mark.isolated
+def test_no_controlling_terminal():
+    with pytest.raises(OSError) as exc:
+        os.open("/dev/tty", os.O_RDWR)
+    assert exc.value.errno == errno.ENXIO
+
+@pytest.mark.isolated
+def test_no_keystrokes_injected():
+    ttys = _ttys()
+    assert ttys  # pytest's terminal is in reach: -s's streams, or capture's copies of them
+    for fd in ttys:
+        with pytest.raises(OSError) as exc:
+            fcntl.ioctl(fd, termios.TIOCSTI, b"#")
+        assert exc.value.errno == errno.EPERM
+
+@pytest.mark.isolated
+def test_turns_echo_off():
+    for fd in _ttys():
+        attrs = termios.tcgetattr(fd)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    assert not termios.tcgetattr(_ttys()[0])[3] & termios.ECHO
+
+@pytest.mark.isolated
+def test_output():
+    print("OUTPUT" + "-OF-THE-TEST")
+    assert 0
+"""
+
+
+def _run_on_terminal(pytester: pytest.Pytester, *args: str) -> tuple[int, str, bool]:
+    """Run pytest with a new pseudo-terminal as its controlling terminal and standard
+    streams, as from a shell; its exit status, what it wrote, and whether echo is on."""
+    main, terminal = os.openpty()
+    try:
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        proc = subprocess.Popen(
+            ["setsid", "-c", "-w", *command, *args],
+            cwd=pytester.path, stdin=terminal, stdout=terminal, stderr=terminal,
+        )  # fmt: skip
+        out = bytearray()
+        deadline = time.monotonic() + 120
+        while proc.poll() is None or select.select([main], [], [], 0)[0]:
+            if time.monotonic() > deadline:
+                proc.kill()
+            if select.select([main], [], [], 0.1)[0]:
+                out += os.read(main, 1 << 16)
+        proc.wait()
+        echo = bool(termios.tcgetattr(terminal)[3] & termios.ECHO)
+        return proc.returncode, out.decode(errors="replace"), echo
+    finally:
+        os.close(main)
+        os.close(terminal)
+
+
+@needs_root
+@pytest.mark.parametrize("capture", ["fd", "no"])
+def test_no_controlling_terminal_and_settings_restored(
+    pytester: pytest.Pytester, capture: str
+) -> None:
+    """The test cannot open /dev/tty or push keystrokes into pytest's terminal; a change to
+    its settings is undone when the test ends; output capture and -s work as before."""
+    pytester.makepyfile(test_terminal=TERMINAL)
+    code, out, echo = _run_on_terminal(pytester, f"--capture={capture}", "-v")
+    assert code == 1, out
+    for name in ("no_controlling_terminal", "no_keystrokes_injected", "turns_echo_off"):
+        assert f"test_{name} PASSED" in out, out
+    assert "FAILED test_terminal.py::test_output - assert 0" in out, out
+    assert echo, "the test left the terminal with echo off"
+    assert "OUTPUT-OF-THE-TEST" in out
+    assert ("Captured stdout call" in out) == (capture == "fd"), out

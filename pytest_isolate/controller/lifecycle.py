@@ -25,6 +25,7 @@ from ..integrations import reruns as rerunfailures
 from ..reporting import Stats
 from ..spec import IsolationSpec
 from ..wire.warnings import rebuild_warning
+from . import terminal
 from .outcome import Outcome
 
 _RERAISE = (pytest.exit.Exception, KeyboardInterrupt)
@@ -84,7 +85,8 @@ def run_attempt(
     if setup is not None and failed:
         outcome = Outcome([pytest.TestReport.from_item_and_call(item, setup)], [], None)
     else:
-        outcome = runner(item, nextitem, spec)
+        with terminal.kept():  # what the test changed of pytest's terminal, put back
+            outcome = runner(item, nextitem, spec)
     rerun = rerun_if(outcome.reports)
     if rerun:
         if failed:
