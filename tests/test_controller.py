@@ -121,6 +121,9 @@ class _OnePool:
     def settle(self, keep: int = 0) -> None:
         pass
 
+    def dying(self) -> int:
+        return 0
+
     def acquire(self) -> Lease:
         return self.lease
 

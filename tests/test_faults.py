@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+import psutil
 import pytest
 
 from conftest import RunPytest, needs_cgroup_v1
@@ -69,3 +72,50 @@ def test_misbehaving_tests_are_reported_and_cleaned_up(
     assert "q" * 1000 in out
     assert "Traceback" not in result.stderr.str()
     assert (pytester.path / "out.xml").stat().st_size > 4 * 2**20
+
+
+CLONE_PARENT = """
+import ctypes, os, platform, signal, pytest
+
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE = {{"x86_64": 56, "aarch64": 220}}[platform.machine()]
+CLONE_PARENT, CLONE_NEWPID = 0x00008000, 0x20000000
+
+@pytest.mark.isolated
+@pytest.mark.parametrize("flags", [CLONE_PARENT, CLONE_PARENT | CLONE_NEWPID] * 5)
+def test_child_of_pytest(flags):
+    pid = libc.syscall(CLONE, flags | signal.SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:  # pytest's child, not ours, in our sandbox (or a namespace below it)
+        os.execv("/bin/sleep", ["sleep", "{tag}"])
+    assert pid > 0
+
+def test_in_pytest():
+    pass
+
+@pytest.mark.isolated
+def test_isolated_after():
+    pass
+"""
+
+
+def test_clone_parent_children_do_not_hang_the_session(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    """A test's clone(CLONE_PARENT) child is pytest's: pytest reaps it when its sandbox is
+    killed, or that sandbox never finishes dying and the session hangs."""
+    tag = f"1000.{uuid.uuid4().int % 10**12:012d}"
+    pytester.makepyfile(CLONE_PARENT.format(tag=tag))
+    result = run("-q", timeout=60)
+    result.assert_outcomes(passed=12)
+    assert _processes_with(tag) == []
+
+
+def _processes_with(tag: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if tag in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+        except psutil.Error:  # gone, or a zombie: no command line
+            pass
+    return found
