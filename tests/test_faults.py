@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from conftest import RunPytest, needs_cgroup_v1
 
 pytestmark = needs_cgroup_v1
+CONDITIONS = str(Path(__file__).with_name("conditions.py"))
 
 
 def test_misbehaving_tests_are_reported_and_cleaned_up(
@@ -119,3 +122,58 @@ def _processes_with(tag: str) -> list[int]:
         except psutil.Error:  # gone, or a zombie: no command line
             pass
     return found
+
+
+FORGED = """
+import json, os, struct, pytest
+
+def _pipes():
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        try:
+            if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                yield fd
+        except OSError:
+            pass
+
+@pytest.mark.isolated
+def test_writes_done_to_its_pipes():
+    data = b"{}"
+    done = struct.pack(">2scI", b"\\xa7\\x1e", b"D", len(data)) + data  # a frame as on main
+    for fd in _pipes():
+        try:
+            os.write(fd, done)
+        except OSError:
+            pass
+    assert 0
+
+@pytest.mark.isolated
+def test_sends_done_through_the_channel():
+    from pytest_isolate import wire
+    from pytest_isolate.testprocess.main import current_channel
+    current_channel().send(wire.Kind.DONE, {})
+    assert 0
+
+@pytest.mark.isolated
+def test_passes():
+    pass
+"""
+
+
+@pytest.mark.parametrize("condition", ["sandbox", "fork-only"])
+def test_a_forged_done_does_not_hide_the_test(pytester: pytest.Pytester, condition: str) -> None:
+    """A test that writes a well-formed "done" frame to its report pipe, or sends one
+    through pytest-isolate's own channel, still fails: the frame is not a report (the pipe
+    has a key of its own), and a test process that says it is done without every report
+    counts as failed."""
+    pytester.makepyfile(FORGED)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+    if condition == "fork-only":
+        command = [sys.executable, CONDITIONS, "seccomp-unshare", "--", *command]
+    result = pytester.run(*command, "-q", timeout=120)
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    assert "wrote something that is not a report to the report pipe during call" in out
+    assert (
+        "The isolated test process said it had finished, but pytest never received its call "
+        "and teardown reports: the test counts as failed." in out
+    )

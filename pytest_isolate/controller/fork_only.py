@@ -17,12 +17,13 @@ import time
 
 import pytest
 
+from .. import wire
 from ..cgroups import Usage
 from ..reporting import Record
 from ..spec import IsolationSpec
 from ..testprocess import main as test_process
 from ..testprocess.context import ChildContext, conditions_for
-from .crashes import annotate, synthesize
+from .crashes import annotate, complete, synthesize
 from .launch import RUN_BEFORE
 from .outcome import Outcome
 from .waiting import Run, collect_dump, read_into, reap
@@ -56,8 +57,10 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
     with tempfile.TemporaryFile(prefix="pytest-isolate-stacks-") as dump_file:
         dump_fd = dump_file.fileno()
         rfd, wfd = os.pipe()
+        key = wire.new_key()
         ctx = ChildContext(
             report_fd=wfd,
+            report_key=key.hex(),
             dump_fd=dump_fd,
             init_pid=0,
             init_pidfd=-1,
@@ -79,7 +82,7 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         except OSError:
             pass
         os.close(wfd)
-        run = Run(pid)
+        run = Run(pid, wire.Reader(key))
         dump = ""
         try:
             wait_for(run, item.config, rfd, wall_start + spec.timeout if spec.timeout else None)
@@ -92,7 +95,7 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         wall = time.monotonic() - wall_start
     usage = Usage()
     event = ""
-    if (run.done and not run.garbage) or run.exit is not None:
+    if complete(run, item.config):
         reports = run.reports
     else:
         reports, event = synthesize(item, run, spec, usage, dump, start)

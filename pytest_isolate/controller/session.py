@@ -46,6 +46,8 @@ class Spare:
     rfd: int
     turn: int
     fixture_runs: int
+    key: bytes
+    """Its report channel's key (``wire.new_key``)."""
 
 
 @dataclass

@@ -25,8 +25,9 @@ from .enter import enter_sandbox
 class Channel:
     """The test process's end of the report pipe."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, key: bytes = wire.MAGIC) -> None:
         self.fd = fd
+        self.key = key
         self.prior = False
         """Reports are of an item run before the test (``ChildContext.before``)."""
 
@@ -35,7 +36,7 @@ class Channel:
             kind = wire.Kind.PRIOR
         elif self.prior:
             return  # only the outcomes of the items run before the test are wanted
-        wire.send(self.fd, kind, payload)
+        wire.send(self.fd, kind, payload, self.key)
 
 
 _current: Channel | None = None
@@ -62,7 +63,7 @@ def _await_turn(item: pytest.Item, fd: int) -> pytest.Item | None:
 
 def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> NoReturn:
     code = 0
-    channel = Channel(ctx.report_fd)
+    channel = Channel(ctx.report_fd, bytes.fromhex(ctx.report_key) or wire.MAGIC)
     try:
         enter_sandbox(ctx)
         for fd in (ctx.init_pidfd, *ctx.close_fds):
