@@ -177,3 +177,56 @@ def test_a_forged_done_does_not_hide_the_test(pytester: pytest.Pytester, conditi
         "The isolated test process said it had finished, but pytest never received its call "
         "and teardown reports: the test counts as failed." in out
     )
+
+
+def test_too_much_output_says_so(pytester: pytest.Pytester, run: RunPytest) -> None:
+    pytester.makepyfile(
+        """
+        import sys, pytest
+
+        @pytest.mark.isolated
+        def test_writes_260_mib():
+            line = "y" * 1023 + "\\n"
+            for _ in range(260 * 1024):
+                sys.stdout.write(line)
+
+        def test_after():
+            pass
+        """
+    )
+    result = run("-q", timeout=300)
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "not a report" not in out
+    result.stdout.fnmatch_lines(
+        ["*The isolated test's output was too large: its call report, with the output captured,"
+         " is 260.* MiB, more than the 256.0 MiB a report may be*"]
+    )  # fmt: skip
+
+
+def test_keyboard_interrupt_in_a_test_ends_the_session(
+    pytester: pytest.Pytester, run: RunPytest
+) -> None:
+    """As in a plain run: the session ends, interrupted (status 2); no test fails."""
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_before():
+            pass
+
+        @pytest.mark.isolated
+        def test_interrupts():
+            raise KeyboardInterrupt
+
+        def test_after():
+            pass
+        """
+    )
+    result = run("-v", timeout=120)
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.INTERRUPTED, out
+    assert "KeyboardInterrupt" in out
+    assert "test_after" not in out
+    assert "status 130" not in out and "FAILED" not in out, out
+    result.stdout.fnmatch_lines(["*in the isolated test*test_interrupts (raised at *:8)*"])

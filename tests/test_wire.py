@@ -35,7 +35,7 @@ def test_header_layout() -> None:
     assert MAGIC == b"\xa7\x1e"
     assert HEADER.size == 7
     assert MAX_PAYLOAD == 256 * 2**20
-    assert Kind.ALL == frozenset({b"R", b"W", b"X", b"E", b"D", b"P"})
+    assert Kind.ALL == frozenset({b"R", b"W", b"X", b"E", b"D", b"P", b"I"})
 
 
 def test_encode_exact_bytes() -> None:

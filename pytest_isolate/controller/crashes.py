@@ -10,9 +10,16 @@ import time
 
 import pytest
 
-from .. import _compat
+from .. import _compat, wire
 from ..cgroups import Usage
-from ..reporting import Record, describe_exit, format_seconds, oom_text, pids_text
+from ..reporting import (
+    Record,
+    describe_exit,
+    format_bytes,
+    format_seconds,
+    oom_text,
+    pids_text,
+)
 from ..spec import IsolationSpec
 from .waiting import Run
 
@@ -66,9 +73,10 @@ def missing_phases(run: Run, config: pytest.Config) -> list[str]:
 
 def complete(run: Run, config: pytest.Config) -> bool:
     """Whether the test process sent everything: its last message after every report of
-    its test, or pytest.exit() (which ends the session wherever it is called)."""
-    if run.exit is not None:
-        return True
+    its test, or pytest.exit() or a KeyboardInterrupt (which end the session wherever they
+    are raised)."""
+    if run.exit is not None or run.interrupt is not None:
+        return True  # the session ends: no more reports were to come
     return run.done and not run.garbage and not missing_phases(run, config)
 
 
@@ -105,6 +113,13 @@ def synthesize(
     elif usage.oom_kills and run.status is not None and os.WIFSIGNALED(run.status):
         event = "oom"
         text = f"The isolated test was killed during {phase}: {oom_text(spec, usage)}."
+    elif run.too_large:
+        text = (
+            f"The isolated test's output was too large: its {phase} report, with the output "
+            f"captured, is {format_bytes(run.too_large)}, more than the "
+            f"{format_bytes(wire.MAX_PAYLOAD)} a report may be; the sandbox was killed. Write "
+            f"less, or run it with -s (--capture=no) to see the output as it is written."
+        )
     elif run.garbage:
         text = (
             f"The isolated test process wrote something that is not a report to the report "

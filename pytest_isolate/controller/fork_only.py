@@ -49,7 +49,7 @@ def wait_for(run: Run, config: pytest.Config, rfd: int, deadline: float | None) 
             run.timed_out = True
             return
         eof = read_into(run, config, rfd)
-        if eof or run.garbage or run.done or run.exit is not None:
+        if eof or run.garbage or run.last:
             return
 
 
@@ -101,4 +101,4 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         reports, event = synthesize(item, run, spec, usage, dump, start)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit, run.prior)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior, run.interrupt)

@@ -87,6 +87,8 @@ def run_attempt(
     else:
         with terminal.kept():  # what the test changed of pytest's terminal, put back
             outcome = runner(item, nextitem, spec)
+    if outcome.interrupt is not None:
+        return outcome, False  # the session ends: pytest tears everything down then
     rerun = rerun_if(outcome.reports)
     if rerun:
         if failed:
@@ -150,6 +152,8 @@ def protocol(
             if rerun and report.failed:
                 report.outcome = "rerun"  # type: ignore[assignment]
             ihook.pytest_runtest_logreport(report=report)
+        if outcome.interrupt is not None:  # as pytest's runner lets it through
+            raise KeyboardInterrupt(f"in the isolated test {item.nodeid}{outcome.interrupt}")
         if outcome.exit is not None or not rerun or reruns is None:
             return outcome.exit
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -120,7 +120,7 @@ def run_isolated(
             dump = collect_dump(run.pid, session.dump_fd)
         if run.timed_out or run.garbage:
             kill_sandbox(lease.pidfd)
-        if run.done or run.exit is not None:
+        if run.last:
             # It only has to exit now, which takes a while (its copy of our memory goes):
             # pytest goes on meanwhile, and reaps it before a later test (Session.settle).
             # The sandbox is killed below, with whatever the test left running.
@@ -148,4 +148,4 @@ def run_isolated(
     _share_with_item(reports, item)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit, run.prior)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior, run.interrupt)

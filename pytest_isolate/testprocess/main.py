@@ -86,7 +86,8 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
     except pytest.exit.Exception as exc:
         channel.send(wire.Kind.EXIT, {"msg": exc.msg, "returncode": exc.returncode})
         code = 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # pytest's runner lets it through: the session ends
+        channel.send(wire.Kind.INTERRUPT, {"where": _where(exc)})
         code = 128 + signal.SIGINT
     except conditions.ConditionError as exc:
         code = 70
@@ -100,6 +101,12 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
     finally:
         _flush()
         os._exit(code)
+
+
+def _where(exc: BaseException) -> str:
+    """`` (raised at PATH:LINE)``: the innermost frame of its traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def _apply_conditions(item: pytest.Item, ctx: ChildContext) -> None:

@@ -35,8 +35,9 @@ class Kind:
     ERROR: Final = b"E"  # the plugin failed inside the test process: {"traceback"}
     DONE: Final = b"D"  # the protocol finished normally
     PRIOR: Final = b"P"  # a report of an item run before the test, in its process
+    INTERRUPT: Final = b"I"  # KeyboardInterrupt ended the protocol: {"where"}
 
-    ALL: Final = frozenset({REPORT, WARNING, EXIT, ERROR, DONE, PRIOR})
+    ALL: Final = frozenset({REPORT, WARNING, EXIT, ERROR, DONE, PRIOR, INTERRUPT})
 
 
 class WireError(Exception):
