@@ -361,18 +361,23 @@ def test_output():
 """
 
 
-def _run_on_terminal(pytester: pytest.Pytester, *args: str) -> tuple[int, str, bool]:
+def _run_on_terminal(
+    pytester: pytest.Pytester, *args: str, condition: str = ""
+) -> tuple[int, str, bool]:
     """Run pytest with a new pseudo-terminal as its controlling terminal and standard
-    streams, as from a shell; its exit status, what it wrote, and whether echo is on."""
+    streams, as from a shell; its exit status, what it wrote, and whether echo is on.
+    ``condition``: a degraded host to run it on (``tests/conditions.py``)."""
     main, terminal = os.openpty()
     try:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        if condition:
+            command = [sys.executable, CONDITIONS, condition, "--", *command]
         proc = subprocess.Popen(
             ["setsid", "-c", "-w", *command, *args],
             cwd=pytester.path, stdin=terminal, stdout=terminal, stderr=terminal,
         )  # fmt: skip
         out = bytearray()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while proc.poll() is None or select.select([main], [], [], 0)[0]:
             if time.monotonic() > deadline:
                 proc.kill()
@@ -388,15 +393,23 @@ def _run_on_terminal(pytester: pytest.Pytester, *args: str) -> tuple[int, str, b
 
 @needs_root
 @pytest.mark.parametrize("capture", ["fd", "no"])
+@pytest.mark.parametrize("condition", ["", "seccomp-unshare"], ids=["sandbox", "fork-only"])
 def test_no_controlling_terminal_and_settings_restored(
-    pytester: pytest.Pytester, capture: str
+    pytester: pytest.Pytester, capture: str, condition: str
 ) -> None:
     """The test cannot open /dev/tty or push keystrokes into pytest's terminal; a change to
-    its settings is undone when the test ends; output capture and -s work as before."""
+    its settings is undone when the test ends; output capture and -s work as before.
+    (Fork-only, a test run by root holds CAP_SYS_ADMIN, which lets TIOCSTI through.)"""
     pytester.makepyfile(test_terminal=TERMINAL)
-    code, out, echo = _run_on_terminal(pytester, f"--capture={capture}", "-v")
+    names = ["no_controlling_terminal", "no_keystrokes_injected", "turns_echo_off"]
+    args = [f"--capture={capture}", "-v"]
+    if condition:
+        names.remove("no_keystrokes_injected")
+        args += ["--deselect", "test_terminal.py::test_no_keystrokes_injected"]
+    code, out, echo = _run_on_terminal(pytester, *args, condition=condition)
     assert code == 1, out
-    for name in ("no_controlling_terminal", "no_keystrokes_injected", "turns_echo_off"):
+    assert "fork only" in out if condition else "fork only" not in out
+    for name in names:
         assert f"test_{name} PASSED" in out, out
     assert "FAILED test_terminal.py::test_output - assert 0" in out, out
     assert echo, "the test left the terminal with echo off"

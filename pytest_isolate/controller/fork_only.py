@@ -30,10 +30,12 @@ from .waiting import Run, collect_dump, read_into, reap
 
 
 def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """The test process and its process group (which it makes first thing, ``setsid``)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def wait_for(run: Run, config: pytest.Config, rfd: int, deadline: float | None) -> None:
@@ -77,10 +79,6 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the test process
             test_process.run(item, nextitem, ctx)
-        try:
-            os.setpgid(pid, pid)  # also done by the child: whichever runs first
-        except OSError:
-            pass
         os.close(wfd)
         run = Run(pid, wire.Reader(key))
         dump = ""

@@ -98,9 +98,9 @@ def _enter_rootless(ctx: ChildContext) -> None:
 
 def enter_sandbox(ctx: ChildContext) -> None:
     if not ctx.sandboxed:
-        # Fork-only isolation: a process group of our own, so that what the test starts can
-        # be killed with it.
-        os.setpgid(0, 0)
+        # Fork-only isolation: a session and process group of our own, so that what the test
+        # starts can be killed with it, and without pytest's controlling terminal.
+        os.setsid()
         if ctx.clock_offset:
             shift_clock(ctx.clock_offset)  # says why it cannot, where namespaces are refused
         return
