@@ -104,6 +104,12 @@ BAD_MARKERS = [
     ),
     ("pids=-1", "invalid pids=-1 (must be at least 1); expected an int >= 1"),
     ("timeout=0", "invalid timeout=0 (must be greater than 0); expected seconds as a number > 0"),
+    ("cpu=1e308", "invalid cpu=1e+308 (must be at most 8192; None for no cap); expected a number"),
+    (
+        "timeout=3e6",
+        "invalid timeout=3000000.0 (must be at most 604800 (a week); None for no timeout); "
+        "expected seconds",
+    ),
     ("hostname='no spaces'", "invalid hostname='no spaces'; expected a hostname"),
     ("memory='1G'", "unknown argument memory; accepted: cpu, mem, pids, timeout, hostname, net"),
     ("0.5", "positional arguments are not accepted (got 0.5); use keyword arguments"),
@@ -141,6 +147,17 @@ def test_bad_marker_fails_only_that_test(pytester: pytest.Pytester, run: RunPyte
             "command line option --isolate-cpu: invalid cpu='0' (must be greater than 0)",
         ),
         (["--isolate-pids=1.5"], "", "command line option --isolate-pids: invalid pids='1.5'"),
+        (
+            ["--isolate-cpu", "1e12"],
+            "",
+            "command line option --isolate-cpu: invalid cpu='1e12' (must be at most 8192; None "
+            "for no cap); expected",
+        ),
+        (
+            ["--isolate-timeout=3e6"],
+            "",
+            "command line option --isolate-timeout: invalid timeout='3e6' (must be at most 604800",
+        ),
         ([], "isolate_timeout = soon", "ini option isolate_timeout: invalid timeout='soon'"),
         (
             [],

@@ -170,7 +170,7 @@ CRASHES = {
         "import os\n"
         "from pytest_isolate import wire\n"
         "from pytest_isolate.testprocess.main import current_channel\n"
-        "frame = wire.encode(wire.Kind.REPORT, {'longrepr': 'x' * 10000})\n"
+        "frame = wire.encode(wire.Kind.REPORT, {'longrepr': 'x' * 10000}, current_channel().key)\n"
         "os.write(current_channel().fd, frame[:5000])\n"
         "os._exit(0)",
         "exited with status 0",

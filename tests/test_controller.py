@@ -14,7 +14,7 @@ from conftest import needs_root, reap
 from pytest_isolate import ffi
 from pytest_isolate.cgroups import CgroupError, Limits
 from pytest_isolate.controller.builder_client import Lease
-from pytest_isolate.controller.crashes import _crash_phase
+from pytest_isolate.controller.crashes import _crash_phase, complete, missing_phases
 from pytest_isolate.controller.session import Session, stray_test_processes
 from pytest_isolate.controller.turn import run_isolated
 from pytest_isolate.controller.waiting import Run
@@ -47,6 +47,28 @@ def test_crash_phase_is_the_one_after_the_last_report(
 ) -> None:
     run = Run(pid=0, reports=[_report(when, outcome) for when, outcome in reports])
     assert _crash_phase(run, _config(setuponly)) == phase
+
+
+@pytest.mark.parametrize(
+    ("reports", "setuponly", "missing"),
+    [
+        ([], False, ["setup", "teardown"]),
+        ([("setup", "passed")], False, ["call", "teardown"]),
+        ([("setup", "passed")], True, ["teardown"]),  # --setup-only: no call
+        ([("setup", "failed"), ("teardown", "passed")], False, []),
+        ([("setup", "skipped"), ("teardown", "passed")], False, []),
+        ([("setup", "passed"), ("teardown", "passed")], False, ["call"]),
+        ([("setup", "passed"), ("call", "failed"), ("teardown", "passed")], False, []),
+    ],
+)
+def test_missing_phases_are_those_pytest_always_reports(
+    reports: list[tuple[str, str]], setuponly: bool, missing: list[str]
+) -> None:
+    run = Run(pid=0, reports=[_report(when, outcome) for when, outcome in reports], done=True)
+    assert missing_phases(run, _config(setuponly)) == missing
+    assert complete(run, _config(setuponly)) is (missing == [])
+    run.exit = {"msg": "bye", "returncode": 3}  # pytest.exit(): the session ends there
+    assert complete(run, _config(setuponly))
 
 
 @needs_root
@@ -120,6 +142,9 @@ class _OnePool:
 
     def settle(self, keep: int = 0) -> None:
         pass
+
+    def dying(self) -> int:
+        return 0
 
     def acquire(self) -> Lease:
         return self.lease

@@ -18,11 +18,13 @@ from pytest_isolate.wire import (
     HEADER,
     MAGIC,
     MAX_PAYLOAD,
+    FrameTooLargeError,
     Kind,
     Reader,
     WireError,
     drain,
     encode,
+    new_key,
     send,
 )
 
@@ -33,7 +35,7 @@ def test_header_layout() -> None:
     assert MAGIC == b"\xa7\x1e"
     assert HEADER.size == 7
     assert MAX_PAYLOAD == 256 * 2**20
-    assert Kind.ALL == frozenset({b"R", b"W", b"X", b"E", b"D", b"P"})
+    assert Kind.ALL == frozenset({b"R", b"W", b"X", b"E", b"D", b"P", b"I"})
 
 
 def test_encode_exact_bytes() -> None:
@@ -344,3 +346,21 @@ def test_send_and_drain_larger_than_pipe_buffer(pipe: Pipe) -> None:
     assert errors == []
     assert got == messages
     assert reader.partial is False
+
+
+def test_a_keyed_channel_round_trips_and_refuses_the_default_key() -> None:
+    key = new_key()
+    assert len(key) == 16 and key != new_key()
+    frame = encode(Kind.DONE, {}, key)
+    assert frame[:16] == key and len(frame) == 16 + 5 + 2
+    assert Reader(key).feed(frame) == [(Kind.DONE, {})]
+    with pytest.raises(WireError, match="unexpected bytes"):
+        Reader(key).feed(encode(Kind.DONE, {}) + b"\0" * 16)  # a frame without the key
+    with pytest.raises(WireError, match="unexpected bytes"):
+        Reader().feed(frame)
+
+
+def test_oversize_frame_says_how_large() -> None:
+    with pytest.raises(FrameTooLargeError) as exc:
+        Reader().feed(HEADER.pack(MAGIC, Kind.REPORT, 300 * 2**20))
+    assert exc.value.length == 300 * 2**20

@@ -14,8 +14,8 @@ starts pid 1 in them; the test process only has to join:
 pid 1 is a small program (``pid1``), not a fork of the builder: spawning it (vfork +
 exec) costs a fraction of forking a Python process and the copy-on-write faults both
 sides take after. It needs no code of its own: it inherits SIGCHLD ignored, so the
-kernel reaps every orphan reparented to it; it ignores SIGINT (the terminal's Ctrl-C
-reaches the test itself), and as pid 1 it gets no other signal from inside its
+kernel reaps every orphan reparented to it; it ignores SIGINT (the terminal's Ctrl-C is
+pytest's to handle), and as pid 1 it gets no other signal from inside its
 namespace; it exits at EOF on its stdin, that is when the builder exits, however it
 dies. When pid 1 exits, the kernel kills everything left in the namespace: no daemon,
 orphan or grandchild of a test outlives it.

@@ -130,6 +130,11 @@ class SandboxPool:
         while select.select([self._sock], [], [], 0)[0]:
             self._handle(*self._recv())
 
+    def dying(self) -> int:
+        """How many released sandboxes are still being destroyed, as far as we know now."""
+        self._poll()
+        return self._pending
+
     def settle(self, keep: int = 0) -> None:
         """Wait until at most ``keep`` released sandboxes are still being destroyed."""
         self._poll()

@@ -10,9 +10,16 @@ import time
 
 import pytest
 
-from .. import _compat
+from .. import _compat, wire
 from ..cgroups import Usage
-from ..reporting import Record, describe_exit, format_seconds, oom_text, pids_text
+from ..reporting import (
+    Record,
+    describe_exit,
+    format_bytes,
+    format_seconds,
+    oom_text,
+    pids_text,
+)
 from ..spec import IsolationSpec
 from .waiting import Run
 
@@ -52,6 +59,27 @@ def error_reports(item: pytest.Item, message: str) -> list[pytest.TestReport]:
     ]
 
 
+def missing_phases(run: Run, config: pytest.Config) -> list[str]:
+    """The phases pytest's runner reports for every test that are missing from ``run``:
+    setup; call, after a setup that passed (not with --setup-only); teardown."""
+    setup = next((r for r in run.reports if r.when == "setup"), None)
+    wanted = ["setup"]
+    if setup is not None and setup.passed and not config.getoption("setuponly", False):
+        wanted.append("call")
+    wanted.append("teardown")
+    got = {r.when for r in run.reports}
+    return [phase for phase in wanted if phase not in got]
+
+
+def complete(run: Run, config: pytest.Config) -> bool:
+    """Whether the test process sent everything: its last message after every report of
+    its test, or pytest.exit() or a KeyboardInterrupt (which end the session wherever they
+    are raised)."""
+    if run.exit is not None or run.interrupt is not None:
+        return True  # the session ends: no more reports were to come
+    return run.done and not run.garbage and not missing_phases(run, config)
+
+
 def _crash_phase(run: Run, config: pytest.Config) -> str:
     """The phase a test process that died was in: the one after its last report, as
     pytest's runner goes on (no call after a setup that did not pass, or with
@@ -69,7 +97,8 @@ def synthesize(
 ) -> tuple[list[pytest.TestReport], str]:
     """The reports of a test process that ended without its last report, and the event
     the summary lists it under ("timeout", "oom" or "crash")."""
-    phase = _crash_phase(run, item.config)
+    missing = missing_phases(run, item.config) if run.done else []
+    phase = missing[0] if missing else _crash_phase(run, item.config)
     event = "crash"
     if run.timed_out:
         event = "timeout"
@@ -84,6 +113,13 @@ def synthesize(
     elif usage.oom_kills and run.status is not None and os.WIFSIGNALED(run.status):
         event = "oom"
         text = f"The isolated test was killed during {phase}: {oom_text(spec, usage)}."
+    elif run.too_large:
+        text = (
+            f"The isolated test's output was too large: its {phase} report, with the output "
+            f"captured, is {format_bytes(run.too_large)}, more than the "
+            f"{format_bytes(wire.MAX_PAYLOAD)} a report may be; the sandbox was killed. Write "
+            f"less, or run it with -s (--capture=no) to see the output as it is written."
+        )
     elif run.garbage:
         text = (
             f"The isolated test process wrote something that is not a report to the report "
@@ -93,6 +129,12 @@ def synthesize(
         text = f"pytest-isolate could not run this test as asked: {run.refused}"
     elif run.error:
         text = f"pytest-isolate failed inside the test process during {phase}:\n{run.error}"
+    elif missing:
+        text = (
+            f"The isolated test process said it had finished, but pytest never received "
+            f"its {' and '.join(missing)} report{'s' if len(missing) > 1 else ''}: the test "
+            f"counts as failed."
+        )
     else:
         text = f"The isolated test process {describe_exit(run.status)} during {phase}"
         text += " without reporting its result."

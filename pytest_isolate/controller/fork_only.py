@@ -17,22 +17,25 @@ import time
 
 import pytest
 
+from .. import wire
 from ..cgroups import Usage
 from ..reporting import Record
 from ..spec import IsolationSpec
 from ..testprocess import main as test_process
 from ..testprocess.context import ChildContext, conditions_for
-from .crashes import annotate, synthesize
+from .crashes import annotate, complete, synthesize
 from .launch import RUN_BEFORE
 from .outcome import Outcome
 from .waiting import Run, collect_dump, read_into, reap
 
 
 def _killpg(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """The test process and its process group (which it makes first thing, ``setsid``)."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def wait_for(run: Run, config: pytest.Config, rfd: int, deadline: float | None) -> None:
@@ -48,7 +51,7 @@ def wait_for(run: Run, config: pytest.Config, rfd: int, deadline: float | None) 
             run.timed_out = True
             return
         eof = read_into(run, config, rfd)
-        if eof or run.garbage or run.done or run.exit is not None:
+        if eof or run.garbage or run.last:
             return
 
 
@@ -56,8 +59,10 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
     with tempfile.TemporaryFile(prefix="pytest-isolate-stacks-") as dump_file:
         dump_fd = dump_file.fileno()
         rfd, wfd = os.pipe()
+        key = wire.new_key()
         ctx = ChildContext(
             report_fd=wfd,
+            report_key=key.hex(),
             dump_fd=dump_fd,
             init_pid=0,
             init_pidfd=-1,
@@ -74,12 +79,8 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the test process
             test_process.run(item, nextitem, ctx)
-        try:
-            os.setpgid(pid, pid)  # also done by the child: whichever runs first
-        except OSError:
-            pass
         os.close(wfd)
-        run = Run(pid)
+        run = Run(pid, wire.Reader(key))
         dump = ""
         try:
             wait_for(run, item.config, rfd, wall_start + spec.timeout if spec.timeout else None)
@@ -92,10 +93,10 @@ def run_forked(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationS
         wall = time.monotonic() - wall_start
     usage = Usage()
     event = ""
-    if (run.done and not run.garbage) or run.exit is not None:
+    if complete(run, item.config):
         reports = run.reports
     else:
         reports, event = synthesize(item, run, spec, usage, dump, start)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit, run.prior)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior, run.interrupt)

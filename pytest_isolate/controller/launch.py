@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from .. import ffi
+from .. import ffi, wire
 from ..cgroups import Limits
 from ..spec import IsolationSpec
 from ..testprocess.context import ChildContext, conditions_for, namespaces_for
@@ -62,6 +62,7 @@ def context_for(
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     ctx = ChildContext(
         report_fd=wfd,
+        report_key=wire.new_key().hex(),
         dump_fd=session.dump_fd,
         init_pid=lease.pid,
         init_pidfd=lease.pidfd,

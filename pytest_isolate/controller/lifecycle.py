@@ -25,6 +25,7 @@ from ..integrations import reruns as rerunfailures
 from ..reporting import Stats
 from ..spec import IsolationSpec
 from ..wire.warnings import rebuild_warning
+from . import terminal
 from .outcome import Outcome
 
 _RERAISE = (pytest.exit.Exception, KeyboardInterrupt)
@@ -84,7 +85,10 @@ def run_attempt(
     if setup is not None and failed:
         outcome = Outcome([pytest.TestReport.from_item_and_call(item, setup)], [], None)
     else:
-        outcome = runner(item, nextitem, spec)
+        with terminal.kept():  # what the test changed of pytest's terminal, put back
+            outcome = runner(item, nextitem, spec)
+    if outcome.interrupt is not None:
+        return outcome, False  # the session ends: pytest tears everything down then
     rerun = rerun_if(outcome.reports)
     if rerun:
         if failed:
@@ -148,6 +152,8 @@ def protocol(
             if rerun and report.failed:
                 report.outcome = "rerun"  # type: ignore[assignment]
             ihook.pytest_runtest_logreport(report=report)
+        if outcome.interrupt is not None:  # as pytest's runner lets it through
+            raise KeyboardInterrupt(f"in the isolated test {item.nodeid}{outcome.interrupt}")
         if outcome.exit is not None or not rerun or reruns is None:
             return outcome.exit
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -18,3 +18,6 @@ class Outcome:
     exit: dict[str, Any] | None = None
     prior: list[pytest.TestReport] = field(default_factory=list)
     """Reports of the items run before the test in its process (the hunt's order rounds)."""
+    interrupt: str | None = None
+    """Where a KeyboardInterrupt raised in the test process ended its protocol: pytest's
+    process raises it again once the reports sent before are logged."""

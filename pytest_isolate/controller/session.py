@@ -7,6 +7,7 @@ at the end of the session, until every used sandbox is gone.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 from collections.abc import Sequence
@@ -45,6 +46,8 @@ class Spare:
     rfd: int
     turn: int
     fixture_runs: int
+    key: bytes
+    """Its report channel's key (``wire.new_key``)."""
 
 
 @dataclass
@@ -104,7 +107,25 @@ class Session:
             elif os.waitpid(pid, os.WNOHANG)[0] == 0:
                 still.append(pid)
         self.exiting = still
+        if self.pool.dying() > keep:
+            self._reap_strays()
         self.pool.settle(keep)
+
+    def _reap_strays(self) -> None:
+        """Kill and reap our children in a sandbox that are no test process of ours.
+
+        A test's ``clone(CLONE_PARENT)`` makes its child pytest's (the test process's parent)
+        in the test's sandbox. Its sandbox is killed at the end of the test, but its init
+        cannot finish exiting, nor the builder tear the sandbox down, until we reap it.
+        """
+        known = {*self.exiting, *([self.spare.pid] if self.spare is not None else [])}
+        for pid in stray_test_processes(self.pool.pid):
+            if pid not in known:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                reap(pid)
 
     @classmethod
     def start(cls, plan: BuildPlan | None = None, shares: Sequence[str] = ()) -> Session:
@@ -168,9 +189,33 @@ def _pid_namespace(pid: int) -> int:
         return -1
 
 
+# ioctl on a namespace file: the parent namespace, as a new file descriptor.
+NS_GET_PARENT = 0xB702
+
+
+def _pid_namespaces(pid: int) -> set[int]:
+    """The pid namespace of ``pid`` and those above it, as far as we may see them."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # gone
+        return set()
+    found = set()
+    try:
+        while True:
+            found.add(os.fstat(fd).st_ino)
+            try:
+                parent = fcntl.ioctl(fd, NS_GET_PARENT)
+            except OSError:  # the top, or a namespace above our own (EPERM)
+                return found
+            os.close(fd)
+            fd = parent
+    finally:
+        os.close(fd)
+
+
 def stray_test_processes(builder: int) -> list[int]:
     """Our children that live in a sandbox: in the pid namespace of one of the builder's
-    children (the sandboxes' inits).
+    children (the sandboxes' inits), or below it.
 
     Normally each test process is reaped where it was forked. One that a KeyboardInterrupt
     separated from its bookkeeping (between the fork and the wait) would keep its
@@ -180,4 +225,5 @@ def stray_test_processes(builder: int) -> list[int]:
     own = _pid_namespace(os.getpid())
     # Not ours: a rootless builder's helper, forking an init, lives in it for a moment.
     sandboxes = {_pid_namespace(init) for init in _children(builder)} - {-1, own}
-    return [pid for pid in _children(os.getpid()) if _pid_namespace(pid) in sandboxes]
+    # In a sandbox's namespace, or one nested in it (clone(CLONE_PARENT | CLONE_NEWPID)).
+    return [pid for pid in _children(os.getpid()) if _pid_namespaces(pid) & sandboxes]

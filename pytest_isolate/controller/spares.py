@@ -83,7 +83,8 @@ def _fork_spare(
         test_process.run(item, None, ctx)
     os.close(wfd)
     os.close(turn_r)
-    return Spare(item, pid, lease, rfd, turn_w, _compat.fixture_runs(item.config))
+    key = bytes.fromhex(ctx.report_key)
+    return Spare(item, pid, lease, rfd, turn_w, _compat.fixture_runs(item.config), key)
 
 
 def give_turn(spare: Spare, index: int) -> None:

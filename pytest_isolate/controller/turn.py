@@ -12,14 +12,14 @@ import warnings
 
 import pytest
 
-from .. import _compat
+from .. import _compat, wire
 from ..builder.namespaces import kill_sandbox
 from ..cgroups import CgroupError, Usage
 from ..reporting import Record
 from ..spec import IsolationSpec
 from ..testprocess import main as test_process
 from .builder_client import Lease, PoolError
-from .crashes import annotate, error_reports, synthesize
+from .crashes import annotate, complete, error_reports, synthesize
 from .launch import RUN_BEFORE, context_for, fork_into
 from .outcome import Outcome
 from .prefork import item_index
@@ -82,7 +82,7 @@ def run_isolated(
             )
     os.ftruncate(session.dump_fd, 0)
     if spare is not None:
-        rfd = spare.rfd
+        rfd, key = spare.rfd, spare.key
         wall_start = time.monotonic()
         start = time.time()
         pid = spare.pid
@@ -98,6 +98,7 @@ def run_isolated(
                 [],
                 None,
             )
+        key = bytes.fromhex(ctx.report_key)
         wall_start = time.monotonic()
         start = time.time()
         pid = fork_into(lease, session)
@@ -109,7 +110,7 @@ def run_isolated(
         meanwhile = SpareWanted(nextitem, upcoming, session, (rfd, *lease.fds))
         if meanwhile.attempt():
             meanwhile = None
-    run = Run(pid)
+    run = Run(pid, wire.Reader(key))
     dump = ""
     usage: Usage | None = None
     try:
@@ -119,7 +120,7 @@ def run_isolated(
             dump = collect_dump(run.pid, session.dump_fd)
         if run.timed_out or run.garbage:
             kill_sandbox(lease.pidfd)
-        if run.done or run.exit is not None:
+        if run.last:
             # It only has to exit now, which takes a while (its copy of our memory goes):
             # pytest goes on meanwhile, and reaps it before a later test (Session.settle).
             # The sandbox is killed below, with whatever the test left running.
@@ -140,13 +141,11 @@ def run_isolated(
             usage = _read_usage(lease)
         session.pool.release(lease)
     event = ""
-    if run.done and not run.garbage:
-        reports = run.reports
-    elif run.exit is not None:
+    if complete(run, item.config):
         reports = run.reports
     else:
         reports, event = synthesize(item, run, spec, usage, dump, start)
     _share_with_item(reports, item)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit, run.prior)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior, run.interrupt)

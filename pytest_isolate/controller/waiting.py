@@ -49,13 +49,22 @@ class Run:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     exit: dict[str, Any] | None = None
+    interrupt: str | None = None
+    """Where a KeyboardInterrupt ended the test's protocol (``Outcome.interrupt``)."""
     error: str = ""
     """A traceback of pytest-isolate's own, from the test process."""
     refused: str = ""
     """Why the test process could not run the test as its spec asks."""
     garbage: str = ""
+    too_large: int = 0
+    """The size of a message larger than the pipe takes (``wire.MAX_PAYLOAD``)."""
     status: int | None = None
     timed_out: bool = False
+
+    @property
+    def last(self) -> bool:
+        """Whether its last message came: after it, it only has to exit."""
+        return self.done or self.exit is not None or self.interrupt is not None
 
 
 def _restore_tuples(data: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +90,8 @@ def _handle(run: Run, config: pytest.Config, kind: bytes, payload: Any) -> None:
         run.done = True
     elif kind == wire.Kind.EXIT:
         run.exit = payload
+    elif kind == wire.Kind.INTERRUPT:
+        run.interrupt = str(payload.get("where", ""))
     elif kind == wire.Kind.ERROR:
         run.error = payload["traceback"]
         run.refused = payload.get("message", "")
@@ -94,6 +105,8 @@ def read_into(run: Run, config: pytest.Config, rfd: int) -> bool:
     except wire.WireError as exc:
         messages, eof = exc.messages, True
         run.garbage = str(exc)
+        if isinstance(exc, wire.FrameTooLargeError):
+            run.too_large = exc.length
     for kind, payload in messages:
         _handle(run, config, kind, payload)
     return eof
@@ -138,7 +151,7 @@ def wait_for(
                         meanwhile = None
                 elif reading:
                     eof = read_into(run, config, rfd)
-                    if run.garbage or run.done or run.exit is not None:
+                    if run.garbage or run.last:
                         # After the last message the test process only has to exit, and
                         # its exit (freeing its copy of our memory) need not delay us.
                         return

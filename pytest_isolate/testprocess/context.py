@@ -30,6 +30,9 @@ class ChildContext:
     hostname: str
     cwd: str
     close_fds: tuple[int, ...]
+    report_key: str = ""
+    """The report channel's key (``wire.new_key``, in hex), made by pytest's process: the
+    frames a test writes to the pipe itself are not reports."""
     rootless: bool = False
     """Join the user namespace first, then the others, then fork once more into the pid
     namespace (pytest itself may not join it)."""

@@ -109,9 +109,9 @@ def _own_session_keyring() -> None:
 def enter_sandbox(ctx: ChildContext) -> None:
     _own_session_keyring()
     if not ctx.sandboxed:
-        # Fork-only isolation: a process group of our own, so that what the test starts can
-        # be killed with it.
-        os.setpgid(0, 0)
+        # Fork-only isolation: a session and process group of our own, so that what the test
+        # starts can be killed with it, and without pytest's controlling terminal.
+        os.setsid()
         if ctx.clock_offset:
             shift_clock(ctx.clock_offset)  # says why it cannot, where namespaces are refused
         return
@@ -119,6 +119,11 @@ def enter_sandbox(ctx: ChildContext) -> None:
         _enter_rootless(ctx)
     else:
         _enter_rooted(ctx)
+    # A session (and so a process group) of its own, without a controlling terminal: the
+    # test's kill(0), setpriority(PRIO_PGRP, 0) or ioprio_set(IOPRIO_WHO_PGRP, 0) reach
+    # the sandbox only, never pytest; /dev/tty cannot be opened, and no terminal accepts
+    # its keystrokes (TIOCSTI). Terminal signals (Ctrl-C) go to pytest, which ends the test.
+    os.setsid()
     # Changing credentials cleared both; the test is an ordinary process again.
     ffi.prctl(ffi.PR_SET_PDEATHSIG, signal.SIGKILL)
     ffi.prctl(ffi.PR_SET_DUMPABLE, 1)

@@ -25,8 +25,9 @@ from .enter import enter_sandbox
 class Channel:
     """The test process's end of the report pipe."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, key: bytes = wire.MAGIC) -> None:
         self.fd = fd
+        self.key = key
         self.prior = False
         """Reports are of an item run before the test (``ChildContext.before``)."""
 
@@ -35,7 +36,7 @@ class Channel:
             kind = wire.Kind.PRIOR
         elif self.prior:
             return  # only the outcomes of the items run before the test are wanted
-        wire.send(self.fd, kind, payload)
+        wire.send(self.fd, kind, payload, self.key)
 
 
 _current: Channel | None = None
@@ -62,7 +63,7 @@ def _await_turn(item: pytest.Item, fd: int) -> pytest.Item | None:
 
 def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> NoReturn:
     code = 0
-    channel = Channel(ctx.report_fd)
+    channel = Channel(ctx.report_fd, bytes.fromhex(ctx.report_key) or wire.MAGIC)
     try:
         enter_sandbox(ctx)
         for fd in (ctx.init_pidfd, *ctx.close_fds):
@@ -85,7 +86,8 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
     except pytest.exit.Exception as exc:
         channel.send(wire.Kind.EXIT, {"msg": exc.msg, "returncode": exc.returncode})
         code = 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # pytest's runner lets it through: the session ends
+        channel.send(wire.Kind.INTERRUPT, {"where": _where(exc)})
         code = 128 + signal.SIGINT
     except conditions.ConditionError as exc:
         code = 70
@@ -99,6 +101,12 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ctx: ChildContext) -> N
     finally:
         _flush()
         os._exit(code)
+
+
+def _where(exc: BaseException) -> str:
+    """`` (raised at PATH:LINE)``: the innermost frame of its traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def _apply_conditions(item: pytest.Item, ctx: ChildContext) -> None:
