@@ -12,8 +12,9 @@ import pytest
 
 from . import integrations, wire
 from ._compat import teardown_to
+from .builder.plan import BuildPlan
 from .cgroups.v2_delegation import leave_delegated
-from .controller import lifecycle, prefork
+from .controller import changes, lifecycle, prefork
 from .controller.crashes import error_reports
 from .controller.fork_only import run_forked
 from .controller.outcome import Outcome
@@ -98,6 +99,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "stay on the host); repeat for more")  # fmt: skip
     parser.addini("isolate_share", "host paths every sandbox may write to", type="paths",
                   default=[])  # fmt: skip
+    group.addoption(
+        "--isolate-diff",
+        action="store_true",
+        default=None,
+        help="list what each isolated test created, changed and deleted outside "
+        "tmp_path and the shared paths (report section, junit property, summary)",
+    )
+    parser.addini("isolate_diff", "list what each isolated test changed (true/false)",
+                  default="false")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -154,8 +164,12 @@ def _settings(config: pytest.Config) -> Settings:
     cgroup_root = resolve_cgroup_root(
         config.getoption("isolate_cgroup_root"), config.getini("isolate_cgroup_root")
     )
+    diff = config.getoption("isolate_diff")
+    if diff is None:
+        diff = parse_bool(config.getini("isolate_diff"), "ini option isolate_diff")
     return Settings(
         isolate_all=bool(isolate_all),
+        diff=bool(diff),
         disabled=bool(config.getoption("no_isolate")),
         defaults=defaults,
         strict=strict,
@@ -219,6 +233,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             pytest.PytestWarning(warning_text(state.isolation, tuple(sorted(asked)))),
             stacklevel=1,
         )
+    unlisted = changes.unavailable(state.isolation) if state.settings.diff else None
+    if unlisted:
+        warnings.warn(pytest.PytestWarning(unlisted), stacklevel=1)
     if state.isolation.mode == "in-process":
         return
     isolated = [item for item in session.items if isinstance(_decision(item), IsolationSpec)]
@@ -237,7 +254,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if state.session is None and isolated:
         paths = shares.session_shares(session.config, isolated, state.settings.shares)
-        state.session = Session.start(state.isolation.plan, paths)
+        state.session = Session.start(_plan(state), paths)
+
+
+def _plan(state: State) -> BuildPlan:
+    assert state.isolation is not None
+    return replace(state.isolation.plan, diff=state.settings.diff)
 
 
 def _runner(item: pytest.Item, state: State) -> lifecycle.Runner:
@@ -248,7 +270,7 @@ def _runner(item: pytest.Item, state: State) -> lifecycle.Runner:
         return run_forked
     if state.session is None:
         paths = shares.session_shares(item.config, [item], state.settings.shares)
-        state.session = Session.start(state.isolation.plan, paths)
+        state.session = Session.start(_plan(state), paths)
     session = state.session
 
     def run(item: pytest.Item, nextitem: pytest.Item | None, spec: IsolationSpec) -> Outcome:
@@ -352,6 +374,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("-", "isolation")
         for line in lines:
             terminalreporter.write_line(line)
+    if state.settings.diff and state.isolation is not None:
+        reports = [r for group in terminalreporter.stats.values() for r in group]
+        changes.write_summary(terminalreporter, changes.summary(reports))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -3,8 +3,9 @@
 Sandboxes are pushed to pytest as soon as they are built, up to ``SPARES`` beyond the
 one in use, so that taking one costs pytest no round trip; a released sandbox is killed
 and reaped while the next test runs. Messages are JSON over a SOCK_SEQPACKET socket:
-from pytest "release", "retry", "quit"; to pytest "ready" (with the sandbox's pid 1's
-pidfd, its namespaces and its cgroup files as SCM_RIGHTS), "released", "error".
+from pytest "release" (with "diff": first send "changes", what its test changed),
+"retry", "quit"; to pytest "ready" (with the sandbox's pid 1's pidfd, its namespaces and
+its cgroup files as SCM_RIGHTS), "changes", "released", "error".
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .namespaces import kill_sandbox, reap
 from .plan import BuildPlan
 from .sandbox import Sandbox
 from .snapshot import MountStep, plan_mounts, revealing_mounts, share_steps
+from .upper import changes
 
 # Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
 SPARES = 3
@@ -37,6 +39,26 @@ HOME_NAMESPACES: Final = (
     ("ipc", ffi.CLONE_NEWIPC),
     ("pid", ffi.CLONE_NEWPID),  # for our children: a second unshare(CLONE_NEWPID) needs it
 )
+
+
+# A message is one SOCK_SEQPACKET datagram, which pytest reads into 64 KiB.
+MAX_CHANGES_BYTES: Final = 60_000
+
+
+def _changes(sandbox: Sandbox | None) -> dict[str, Any]:
+    """What the sandbox's test changed, cut to fit one message; or why it is not known."""
+    if sandbox is None or sandbox.scratch_fd < 0:
+        return {"changes": [], "more": 0, "error": "the sandbox has no snapshot to read"}
+    try:
+        found, more = changes(sandbox.scratch_fd)
+    except OSError as exc:
+        return {"changes": [], "more": 0, "error": f"could not read its snapshot: {exc}"}
+    size = 0
+    for index, (_, path) in enumerate(found):
+        size += len(json.dumps(path)) + 8
+        if size > MAX_CHANGES_BYTES:
+            return {"changes": found[:index], "more": more + len(found) - index}
+    return {"changes": found, "more": more}
 
 
 class Builder:
@@ -92,7 +114,7 @@ class Builder:
         except ChildProcessError:
             pass  # reaped by the kernel: it exited while spawn_init had SIGCHLD ignored
         os.close(sandbox.pidfd)
-        for fd in (*sandbox.ns_fds, sandbox.lifeline):
+        for fd in (*sandbox.ns_fds, sandbox.lifeline, sandbox.scratch_fd):
             if fd >= 0:
                 os.close(fd)
         if sandbox.group is not None:
@@ -147,8 +169,12 @@ class Builder:
             return
         self.announce(sandbox)
 
-    def handle_release(self, ident: int) -> None:
+    def handle_release(self, ident: int, diff: bool = False) -> None:
+        """Kill a sandbox pytest is done with; with ``diff``, first send what its test
+        changed in the snapshot (``upper.changes``: the test process has ended)."""
         sandbox = self.active.pop(ident, None)
+        if diff:
+            self.send({"op": "changes", "id": ident, **_changes(sandbox)})
         if sandbox is None:
             self.send({"op": "released", "id": ident})
             return
@@ -199,7 +225,7 @@ class Builder:
                 message = json.loads(data)
                 op = message["op"]
                 if op == "release":
-                    self.handle_release(int(message["id"]))
+                    self.handle_release(int(message["id"]), bool(message.get("diff")))
                 elif op == "retry":
                     self.build_failed = False
                 elif op == "quit":

@@ -74,6 +74,11 @@ def _await_init(builder: Builder, sandbox: Sandbox, r: int, ack: int = -1) -> Sa
                     os.open(f"/proc/{sandbox.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
                     for name, _ in ROOTLESS_NS_FILES
                 ]
+                if line[1:].strip():  # its scratch tmpfs's descriptor (--isolate-diff)
+                    sandbox.scratch_fd = os.open(
+                        f"/proc/{sandbox.pid}/fd/{int(line[1:])}",
+                        os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                    )
                 try:
                     os.write(ack, b"A")
                 except BrokenPipeError:
@@ -136,11 +141,14 @@ def _init_main(  # pragma: no cover - runs in the sandbox's pid 1
             signal.signal(sig, signal.SIG_DFL)
         ffi.unshare(SANDBOX_NAMESPACES)
         plan = builder.plan
+        scratch_fd = -1
         if not plan.overlay:
             problems = no_snapshot(plan.fresh_proc)
         else:
             writable = (os.environ.get("HOME", ""), os.getcwd())
-            problems = build_rootless_root(builder.scratch, plan.fresh_proc, writable)
+            problems, scratch_fd = build_rootless_root(
+                builder.scratch, plan.fresh_proc, writable, plan.diff
+            )
         bring_up_loopback()
         set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
         if plan.userns == "first":
@@ -148,11 +156,13 @@ def _init_main(  # pragma: no cover - runs in the sandbox's pid 1
             # namespaces: the test joins it last and so holds no capability over the
             # snapshot's mounts (it cannot undo them), as uid 0 cannot as root.
             ffi.unshare(ffi.CLONE_NEWUSER)
-            os.write(w, b"V\n")
-            # The builder writes our uid maps and opens our namespaces for the test
-            # through /proc, which it may only while we are dumpable: wait for it.
+            os.write(w, b"V%s\n" % (str(scratch_fd).encode() if scratch_fd >= 0 else b""))
+            # The builder writes our uid maps and opens our namespaces (and scratch) for
+            # the test through /proc, which it may only while we are dumpable: wait.
             if os.read(ack, 1) != b"A":
                 raise RuntimeError("the sandbox builder did not answer")
+        if scratch_fd >= 0:
+            os.close(scratch_fd)
         if plan.userns == "last":
             ffi.unshare(ffi.CLONE_NEWUSER)
             os.write(w, b"U\n")

@@ -20,6 +20,9 @@ class BuildPlan:
     cgroups: bool = True
     cgroup_root: str = ""
     """A cgroup path (as /proc/self/cgroup shows it) to create the groups under."""
+    diff: bool = False
+    """``--isolate-diff``: keep each snapshot's upper layers readable, to list what its
+    test changed (``upper``)."""
 
     @property
     def init_builds(self) -> bool:
@@ -34,6 +37,7 @@ class BuildPlan:
             "fresh_proc": self.fresh_proc,
             "cgroups": self.cgroups,
             "cgroup_root": self.cgroup_root,
+            "diff": self.diff,
         }
 
     @classmethod
@@ -47,4 +51,5 @@ class BuildPlan:
             fresh_proc=bool(data.get("fresh_proc", True)),
             cgroups=bool(data.get("cgroups", True)),
             cgroup_root=str(data.get("cgroup_root", "")),
+            diff=bool(data.get("diff", False)),
         )

@@ -18,6 +18,7 @@ from .namespaces import SANDBOX_NAMESPACES, new_user_namespace, reap, set_hostna
 from .network import bring_up_loopback
 from .sandbox import Sandbox
 from .snapshot import build_tree, enter_root, enter_root_mount, hide_revealing, root_of
+from .upper import keep_rooted
 
 if TYPE_CHECKING:
     from .builder import Builder
@@ -36,6 +37,7 @@ def build(builder: Builder) -> Sandbox:
     group = builder.backend.create(str(builder.next_id)) if builder.backend is not None else None
     reap(builder.dying_helpers)
     ns_fds = []
+    scratch_fd = -1
     if builder.plan.userns:
         userns, helper = new_user_namespace()
         ns_fds.append(userns)
@@ -47,6 +49,8 @@ def build(builder: Builder) -> Sandbox:
         old_root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             problems = build_tree(builder.scratch, builder.steps)
+            if builder.plan.diff:
+                scratch_fd = keep_rooted(builder.scratch, builder.steps)
             bring_up_loopback()
             set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
             os.chdir(root_of(builder.scratch))
@@ -64,15 +68,18 @@ def build(builder: Builder) -> Sandbox:
             os.close(old_root)
             _go_home(builder)
     except BaseException:
-        for fd in ns_fds:
-            os.close(fd)
+        for fd in (*ns_fds, scratch_fd):
+            if fd >= 0:
+                os.close(fd)
         if group is not None:
             try:
                 group.remove(deadline=0)
             except CgroupError:
                 pass  # swept with the rest at the end
         raise
-    return Sandbox(builder.next_id, pid, os.pidfd_open(pid), group, problems, ns_fds, lifeline)
+    sandbox = Sandbox(builder.next_id, pid, os.pidfd_open(pid), group, problems, ns_fds, lifeline)
+    sandbox.scratch_fd = scratch_fd
+    return sandbox
 
 
 def _go_home(builder: Builder) -> None:

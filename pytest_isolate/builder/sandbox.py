@@ -22,3 +22,6 @@ class Sandbox:
     lifeline: int = -1
     """As root: the write end of pid 1's stdin, never written; pid 1 exits once it is
     closed (here, or by the kernel when the builder dies)."""
+    scratch_fd: int = -1
+    """With ``--isolate-diff``: the sandbox's scratch tmpfs (``O_PATH``), whose upper layers
+    are read when its test is done (``upper.changes``)."""

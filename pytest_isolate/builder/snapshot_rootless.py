@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from .. import ffi
+from .upper import write_manifest
 
 DEVICES: Final = ("null", "zero", "full", "random", "urandom", "tty")
 SPECIAL: Final = ("proc", "sys", "dev")
@@ -36,6 +37,8 @@ class _Builder:
         self.skip = skip
         self.count = 0
         self.problems: list[str] = []
+        self.layers: list[tuple[str, str]] = []  # (upper directory, host path): ``upper``
+        self.copies: list[tuple[str, str]] = []
 
     def overlay(self, lower: str, target: str) -> None:
         self.count += 1
@@ -49,6 +52,7 @@ class _Builder:
             os.rmdir(upper)
             os.rmdir(work)
             raise
+        self.layers.append((f"u{self.count}", lower))
 
     def entry(self, path: str, target: str, depth: int) -> None:
         """Reproduce one host path at ``target`` (which does not exist yet)."""
@@ -59,6 +63,7 @@ class _Builder:
             if os.path.isfile(path):  # a file at the top level: a private copy
                 with open(path, "rb") as src, open(target, "wb") as dst:
                     dst.write(src.read(1 << 20))
+                self.copies.append((os.path.relpath(target, self.scratch), path))
             return
         os.mkdir(target)
         if path == self.skip:
@@ -114,12 +119,13 @@ def _mount_proc(target: str, fresh: bool) -> None:
 
 
 def build_rootless_root(
-    scratch: str, fresh_proc: bool = True, writable: Sequence[str] = ()
-) -> list[str]:
+    scratch: str, fresh_proc: bool = True, writable: Sequence[str] = (), diff: bool = False
+) -> tuple[list[str], int]:
     """Build the snapshot under ``scratch`` and move it over ``/``; rootless.
 
     Runs inside our own user namespace, in fresh mount and pid namespaces. Returns one
-    line per host path that could not be snapshotted.
+    line per host path that could not be snapshotted, and with ``diff`` a descriptor of
+    the scratch tmpfs holding the upper layers (``upper.write_manifest``; else -1).
 
     ``writable``: directories (``$HOME``, the working directory) that get an overlay of
     their own. A write below a directory owned by an unmapped uid (``/home`` is root's)
@@ -154,11 +160,12 @@ def build_rootless_root(
     except OSError:
         ffi.mount("/sys", f"{root}/sys", None, ffi.MS_BIND | ffi.MS_REC)
     _mount_proc(f"{root}/proc", fresh_proc)
+    scratch_fd = write_manifest(scratch, builder.layers, builder.copies) if diff else -1
     os.chdir(root)
     ffi.mount(root, "/", None, ffi.MS_MOVE)
     os.chroot(".")
     os.chdir("/")
-    return builder.problems
+    return builder.problems, scratch_fd
 
 
 def no_snapshot(fresh_proc: bool = True) -> list[str]:

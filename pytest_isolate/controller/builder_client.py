@@ -24,6 +24,7 @@ from typing import Any
 from ..builder.plan import BuildPlan
 from ..cgroups import Group
 from ..cgroups.detect import attach
+from .changes import Changes
 
 # Where this package is, first on the builder's path: an editable install finds it with
 # an import hook that ``python -S`` does not load.
@@ -62,6 +63,8 @@ class SandboxPool:
     def __init__(self, plan: BuildPlan | None = None, shares: Sequence[str] = ()) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = parent
+        self.diff = (plan or BuildPlan()).diff
+        self._changes: dict[int, Changes] = {}
         config = {
             "plan": (plan or BuildPlan()).to_json(),
             "parent": os.getpid(),
@@ -120,6 +123,8 @@ class SandboxPool:
             os.close(fd)
         if op == "released":
             self._pending -= 1
+        elif op == "changes":
+            self._changes[int(message["id"])] = Changes.from_message(message)
         elif op == "error":
             self._error = str(message["message"])
         else:
@@ -166,13 +171,21 @@ class SandboxPool:
         self._poll()
         return self._ready.popleft() if self._ready else None
 
-    def release(self, lease: Lease) -> None:
+    def release(self, lease: Lease, diff: bool = False) -> Changes | None:
+        """Give a sandbox back. With ``diff`` (the plan must keep upper layers): wait for
+        what its test changed in the snapshot, read before it is destroyed."""
         for fd in lease.fds:
             os.close(fd)
         lease.join_fds = []
         lease.ns_fds = []
-        self._sock.send(json.dumps({"op": "release", "id": lease.ident}).encode())
+        message = {"op": "release", "id": lease.ident, "diff": diff and self.diff}
+        self._sock.send(json.dumps(message).encode())
         self._pending += 1
+        if not message["diff"]:
+            return None
+        while lease.ident not in self._changes:
+            self._handle(*self._recv())
+        return self._changes.pop(lease.ident)
 
     def close(self) -> None:
         if self.closed:

@@ -25,7 +25,7 @@ from ..integrations import reruns as rerunfailures
 from ..reporting import Stats
 from ..spec import IsolationSpec
 from ..wire.warnings import rebuild_warning
-from . import terminal
+from . import changes, terminal
 from .outcome import Outcome
 
 _RERAISE = (pytest.exit.Exception, KeyboardInterrupt)
@@ -144,6 +144,8 @@ def protocol(
         if outcome.record is not None:
             stats.add(outcome.record)
         integrations.apply_report_extras(item, outcome.reports)
+        if outcome.changes is not None:
+            changes.attach(outcome.reports, outcome.changes)
         for report in outcome.reports:
             if missing:
                 report.user_properties.append((PROPERTY, ", ".join(missing)))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ..reporting import Record
+from .changes import Changes
 
 
 @dataclass
@@ -21,3 +22,5 @@ class Outcome:
     interrupt: str | None = None
     """Where a KeyboardInterrupt raised in the test process ended its protocol: pytest's
     process raises it again once the reports sent before are logged."""
+    changes: Changes | None = None
+    """With ``--isolate-diff``: what the test changed in its snapshot."""

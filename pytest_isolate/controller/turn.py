@@ -113,6 +113,7 @@ def run_isolated(
     run = Run(pid, wire.Reader(key))
     dump = ""
     usage: Usage | None = None
+    changes = None
     try:
         deadline = wall_start + spec.timeout if spec.timeout else None
         wait_for(run, item.config, rfd, deadline, meanwhile)
@@ -139,7 +140,7 @@ def run_isolated(
         if usage is None:
             wall = time.monotonic() - wall_start
             usage = _read_usage(lease)
-        session.pool.release(lease)
+        changes = session.pool.release(lease, diff=True)
     event = ""
     if complete(run, item.config):
         reports = run.reports
@@ -148,4 +149,4 @@ def run_isolated(
     _share_with_item(reports, item)
     record = Record(item.nodeid, wall, usage, spec, event)
     annotate(reports, record, spec)
-    return Outcome(reports, run.warnings, record, run.exit, run.prior, run.interrupt)
+    return Outcome(reports, run.warnings, record, run.exit, run.prior, run.interrupt, changes)

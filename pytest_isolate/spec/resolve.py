@@ -37,6 +37,8 @@ class Settings:
     """Host paths the user shares read-write into every sandbox (``--isolate-share``)."""
     cpus: frozenset[int] = frozenset()
     """The CPUs pytest may run on: a cpuset may name only these (empty: not checked)."""
+    diff: bool = False
+    """``--isolate-diff``: list what each isolated test changed in its snapshot."""
 
 
 def resolve_defaults(
