@@ -245,3 +245,35 @@ def test_rootless_here(pytester: pytest.Pytester) -> None:
     assert "out of memory: the cgroup memory limit is 64.0 MiB" in out
     assert not (Path(os.environ["HOME"]) / "pytest-isolate-rootless-probe").exists()
     assert not Path("/tmp/pytest-isolate-rootless-probe").exists()
+
+
+DIFF_TEST = """
+import os, pathlib, pytest
+
+@pytest.mark.isolated
+def test_writes():
+    home = pathlib.Path(os.environ["HOME"])
+    (home / "made").mkdir()
+    (home / "made" / "f").write_text("x")
+    (home / "kept").write_text("changed")
+    (home / "gone").unlink()
+    pathlib.Path("/tmp/pytest-isolate-rootless-diff-{pid}").write_text("x")
+"""
+
+
+@needs_non_root
+def test_rootless_diff(pytester: pytest.Pytester) -> None:
+    """In the rootless lane: --isolate-diff reads the overlays pid 1 built, as the user."""
+    home = Path(os.environ["HOME"])
+    (home / "kept").write_text("host")
+    (home / "gone").write_text("host")
+    pytester.makepyfile(test_diff=DIFF_TEST.format(pid=os.getpid()))
+    args = ["-p", "no:cacheprovider", "--isolate-diff", f"--isolate-cgroup-root={CGROUP_ROOT}"]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1)
+    summary = result.stdout.str().split("isolate diff: what tests changed")[1]
+    for line in (f"D {home}/gone", f"C {home}/kept", f"A {home}/made", f"A {home}/made/f",
+                 f"A /tmp/pytest-isolate-rootless-diff-{os.getpid()}"):  # fmt: skip
+        assert f"  {line}\n" in summary, summary
+    assert (home / "gone").exists() and (home / "kept").read_text() == "host"
+    assert not (home / "made").exists()
