@@ -253,7 +253,11 @@ def _move_marked_process_into_a_sub_group(marker: str, moved: list[str]) -> None
     end = time.monotonic() + 60
     while time.monotonic() < end and not moved:
         for procs in glob.glob("/sys/fs/cgroup/memory/pytest-isolate/*/*/cgroup.procs"):
-            for pid in Path(procs).read_text().split():
+            try:
+                pids = Path(procs).read_text().split()
+            except OSError:
+                continue  # a group (of this run or another) gone since the glob
+            for pid in pids:
                 try:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
