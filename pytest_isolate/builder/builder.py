@@ -49,8 +49,10 @@ class Builder:
         scratch: str,
         plan: BuildPlan | None = None,
         shares: list[str] | None = None,
+        stand_ins: list[str] | None = None,
     ) -> None:
         self.sock = sock
+        self.stand_ins = stand_ins or []  # rootless: see ``unmapped``
         self.scratch = scratch
         self.plan = plan or BuildPlan()
         self.pid = os.getpid()

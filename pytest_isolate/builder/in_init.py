@@ -140,7 +140,9 @@ def _init_main(  # pragma: no cover - runs in the sandbox's pid 1
             problems = no_snapshot(plan.fresh_proc)
         else:
             writable = (os.environ.get("HOME", ""), os.getcwd())
-            problems = build_rootless_root(builder.scratch, plan.fresh_proc, writable)
+            problems = build_rootless_root(
+                builder.scratch, plan.fresh_proc, writable, builder.stand_ins
+            )
         bring_up_loopback()
         set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
         if plan.userns == "first":
