@@ -77,6 +77,12 @@ def test_rename_roots_file_in_own_dir():
         assert f.read() == "host"
 
 
+def test_roots_large_file_fails_as_warned():
+    with pytest.raises(OSError) as info:  # not copied into every sandbox: as the warning says
+        open(f"{{WORK}}/root-large", "a")
+    assert info.value.errno == 75
+
+
 def test_roots_read_only_file_shows_read_only():
     # The stand-in is the test's own: its owner bits say what the user may do on the host.
     st = os.stat(f"{{WORK}}/group-root/root-0644")
@@ -111,6 +117,8 @@ def layout() -> Iterator[Layout]:
         (work / name).write_text("host")
         os.chmod(work / name, mode)
         os.chown(work / name, *owner)
+    (work / "root-large").write_bytes(b"x" * (2 << 20))  # over FILE_LIMIT
+    os.chmod(work / "root-large", 0o666)
     var_tmp = f"/var/tmp/pytest-isolate-rootless-writes-{uuid.uuid4().hex}"
     try:
         yield Layout(work, var_tmp)
@@ -119,14 +127,14 @@ def layout() -> Iterator[Layout]:
         Path(var_tmp).unlink(missing_ok=True)
 
 
-def _snapshot(top: Path) -> dict[str, tuple[int, int, int, str]]:
+def _snapshot(top: Path) -> dict[str, tuple[int, int, int, int, str]]:
     seen = {}
     for dirpath, dirnames, filenames in os.walk(top):
         for name in [*dirnames, *filenames]:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            data = Path(path).read_text() if os.path.isfile(path) else ""
-            seen[os.path.relpath(path, top)] = (st.st_uid, st.st_gid, st.st_mode, data)
+            data = Path(path).read_bytes()[:16].decode() if os.path.isfile(path) else ""
+            seen[os.path.relpath(path, top)] = (st.st_uid, st.st_gid, st.st_mode, st.st_size, data)
     return seen
 
 
@@ -144,8 +152,9 @@ def test_rootless_writes_where_the_user_may(layout: Layout) -> None:
     )  # fmt: skip
     out = result.stdout
     assert "isolation: rootless, pid net mnt uts ipc user namespaces" in out, out + result.stderr
-    assert "Value too large" not in out, out
-    assert "7 passed" in out, out
+    assert "8 passed" in out, out
+    too_large = f"{work}/root-large: owned by an id the sandbox cannot map, and too large"
+    assert too_large in out, out
     assert result.returncode == 0, out + result.stderr
     assert _snapshot(work) == before  # every write stayed in the sandbox
     assert not os.path.exists(layout.var_tmp)

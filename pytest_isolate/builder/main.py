@@ -51,7 +51,7 @@ def main() -> None:
     if os.getppid() != config["parent"]:
         return  # pytest died before we could ask to be told
     plan = BuildPlan.from_json(config.get("plan", {}))
-    stand_ins = None
+    stand_ins = unmapped.Found()
     if plan.userns == "first" and plan.overlay:
         # Rootless: what the snapshot could not copy up, found once, as the user.
         places = (os.environ.get("HOME", ""), os.getcwd(), config["scratch_base"])

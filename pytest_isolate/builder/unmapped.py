@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 SPECIAL: Final = ("proc", "sys", "dev")
@@ -41,6 +42,8 @@ SHARED_BUDGET: Final = 5000
 """Entries looked at below each shared writable directory (/var/tmp): directories only."""
 FILE_LIMIT: Final = 1 << 20
 """Larger files are not copied into every sandbox; writes to them fail as before."""
+FILES_TOTAL: Final = 8 << 20
+"""The files copied into every sandbox, together, at most (the first found first)."""
 PRUNE: Final = frozenset({".git", "node_modules", ".tox", ".nox", "__pycache__"})
 
 
@@ -122,8 +125,20 @@ def _walk_tree(top: str, uid: int, gid: int, budget: int, files: bool = True,
     return found
 
 
+@dataclass(frozen=True)
+class Found:
+    entries: tuple[str, ...] = ()
+    """Host paths to stand in for, parents before children."""
+    skipped: tuple[str, ...] = ()
+    """Files too large to copy into every sandbox (``FILE_LIMIT``, ``FILES_TOTAL``)."""
+
+    def problems(self) -> list[str]:
+        return [f"{path}: owned by an id the sandbox cannot map, and too large to copy "
+                "into each sandbox (writes to it fail)" for path in self.skipped]  # fmt: skip
+
+
 def find(places: Iterable[str], uid: int | None = None, gid: int | None = None,
-         depth: int = SCAN_DEPTH, budget: int = TREE_BUDGET) -> list[str]:  # fmt: skip
+         depth: int = SCAN_DEPTH, budget: int = TREE_BUDGET) -> Found:  # fmt: skip
     """Host paths that need a stand-in, parents before children.
 
     ``places``: directories a test is expected to write below ($HOME, the working
@@ -140,7 +155,7 @@ def find(places: Iterable[str], uid: int | None = None, gid: int | None = None,
     real = sorted({os.path.realpath(p) for p in places if p and os.path.isdir(p)})
     shared = _scan_system(uid, gid, depth)
     found = set(shared)
-    own = [p for p in real if os.stat(p).st_uid == uid]  # the others: /tmp, shared
+    own = [p for p in real if _owner(p) == uid]  # the others (/tmp): shared
     for top in real:
         if not any(top != other and top.startswith(other + "/") for other in own):
             if top in own:
@@ -159,7 +174,33 @@ def find(places: Iterable[str], uid: int | None = None, gid: int | None = None,
             if _foreign(st, uid, gid):
                 found.add(parent)
             parent = os.path.dirname(parent)
-    return sorted(found - set(real))
+    return _within_budget(sorted(found - set(real)))
+
+
+def _owner(path: str) -> int:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return -1
+
+
+def _within_budget(entries: list[str]) -> Found:
+    """``entries``, the files beyond ``FILE_LIMIT`` or ``FILES_TOTAL`` set apart."""
+    kept: list[str] = []
+    skipped: list[str] = []
+    total = 0
+    for entry in entries:
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size > FILE_LIMIT or total + st.st_size > FILES_TOTAL:
+                skipped.append(entry)
+                continue
+            total += st.st_size
+        kept.append(entry)
+    return Found(tuple(kept), tuple(skipped))
 
 
 def _mode(host: str, st: os.stat_result) -> int:
@@ -180,7 +221,7 @@ def _copy_entry(host: str, upper: str) -> tuple[int, int] | None:
     st = os.lstat(host)
     if stat.S_ISDIR(st.st_mode):
         os.mkdir(upper, 0o700)
-    elif stat.S_ISREG(st.st_mode) and st.st_size <= FILE_LIMIT:
+    elif stat.S_ISREG(st.st_mode):
         with open(host, "rb") as src:
             fd = os.open(upper, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
