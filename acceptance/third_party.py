@@ -423,11 +423,15 @@ class RunResult:
     warnings: WarningCount = field(default_factory=lambda: WarningCount(0, 0))
 
 
-def run_env(python: Path, project: Project) -> dict[str, str]:
+def run_env(python: Path, project: Project, mode: str = PLAIN) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     # The venv's scripts (a project's own CLI, say) come first on PATH, as in tox.
     env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', os.defpath)}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if mode in (PLAIN_XDIST, ISOLATED_XDIST):
+        # xdist needs every worker to collect the same tests in the same order; a suite
+        # that orders them by hash (sh's) would collect differently in each.
+        env["PYTHONHASHSEED"] = "0"
     env.update(project.env)
     return env
 
@@ -463,7 +467,7 @@ def run_suite(
             code = subprocess.run(
                 argv,
                 cwd=tree,
-                env=run_env(python, project),
+                env=run_env(python, project, mode),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
