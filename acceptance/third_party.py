@@ -11,10 +11,13 @@ For each project in ``PROJECTS`` the script
    (``pip install -e``);
 3. unpacks a fresh copy of the sdist and runs its suite plainly, then unpacks a
    fresh copy again and runs it with ``--isolate-all``, each with
-   ``--junitxml``;
-4. compares the outcome of every test. A difference fails the run unless the
-   project lists it in ``expected`` with the reason isolation causes it; those
-   are printed per test.
+   ``--junitxml``; then both again with ``-n 2`` (pytest-xdist; not with
+   ``--no-xdist``);
+4. compares the outcome of every test, plain against isolated, without and with
+   ``-n 2``. A difference fails the run unless the project lists it in
+   ``expected`` with the reason isolation causes it; those are printed per test;
+5. compares the warnings counts the same way (``warning_counts``: pytest-isolate's
+   own warnings are counted apart); a difference fails the run.
 
 It prints the wall time of both runs and the overhead per test.
 
@@ -43,10 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from warning_counts import WarningCount, count_warnings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 
 PYTEST_PIN = "pytest==9.2.0"
+XDIST_PINS = ("pytest-xdist==3.8.0", "execnet==2.1.2")
 
 # Options for both runs. The cache provider is off so that the first run leaves
 # nothing for the second (each run also gets a freshly unpacked tree).
@@ -55,6 +61,8 @@ COMMON_ARGS = ("-q", "-p", "no:cacheprovider", "-o", "console_output_style=class
 ISOLATE_ARGS = ("--isolate-all", "--isolate-timeout", "300")
 
 PLAIN, ISOLATED = "plain", "isolated"
+PLAIN_XDIST, ISOLATED_XDIST = "plain -n 2", "isolated -n 2"
+XDIST_ARGS = ("-n", "2")
 
 # pytest exit codes that mean the suite ran to the end: all passed, or some failed.
 COMPLETED_EXIT_CODES = (0, 1)
@@ -107,6 +115,8 @@ class Project:
     env: Mapping[str, str] = field(default_factory=dict)
     deselected: tuple[Deselected, ...] = ()
     expected: tuple[ExpectedDifference, ...] = ()
+    no_xdist: str = ""
+    """Why the suite cannot run under ``-n 2`` at all (then only the runs without)."""
 
     @property
     def slug(self) -> str:
@@ -130,6 +140,8 @@ PROJECTS: tuple[Project, ...] = (
         test_args=("tests",),
         # No [tool.pytest] section: -c makes the configuration empty, as in sh's tox run.
         env={"SH_TESTS_RUNNING": "1", "SH_TESTS_USE_SELECT": "0"},
+        no_xdist="its tests are ordered at random (os.urandom) in each process, and xdist"
+        " refuses workers that collect different orders",
         deselected=(
             Deselected(
                 "tests/sh_test.py::FunctionalTests::test_general_signal",
@@ -371,7 +383,8 @@ def venv_python(venv: Path) -> Path:
 def install_fingerprint(project: Project, repo: Path) -> str:
     """What the venv was installed from; the plugin's own dependencies included."""
     plugin = sha256_of(repo / "pyproject.toml")
-    lines = [project.slug, project.sha256, PYTEST_PIN, *project.deps, str(repo), plugin]
+    pins = [PYTEST_PIN, *XDIST_PINS, *project.deps]
+    lines = [project.slug, project.sha256, *pins, str(repo), plugin]
     return "\n".join(lines) + "\n"
 
 
@@ -390,7 +403,7 @@ def ensure_venv(project: Project, tree: Path, cache: Path, repo: Path) -> Path:
     _checked([sys.executable, "-m", "venv", str(venv)], "venv")
     _checked(
         [
-            str(python), "-m", "pip", "install", "-q", PYTEST_PIN, *project.deps,
+            str(python), "-m", "pip", "install", "-q", PYTEST_PIN, *XDIST_PINS, *project.deps,
             "-e", str(repo), "-e", str(tree),
         ],
         f"pip install for {project.name}",
@@ -411,6 +424,7 @@ class RunResult:
     wall_s: float
     outcomes: dict[str, str]
     summary: str
+    warnings: WarningCount = field(default_factory=lambda: WarningCount(0, 0))
 
 
 def run_env(python: Path, project: Project) -> dict[str, str]:
@@ -425,8 +439,10 @@ def run_env(python: Path, project: Project) -> dict[str, str]:
 def pytest_argv(python: Path, project: Project, mode: str, junitxml: Path, tree: Path) -> list[str]:
     argv = [str(python), "-m", "pytest", *COMMON_ARGS, f"--junitxml={junitxml}"]
     argv.extend(["-c", str(tree / project.config), f"--rootdir={tree}"])
-    if mode == ISOLATED:
+    if mode in (ISOLATED, ISOLATED_XDIST):
         argv.extend(ISOLATE_ARGS)
+    if mode in (PLAIN_XDIST, ISOLATED_XDIST):
+        argv.extend(XDIST_ARGS)
     for d in project.deselected:
         argv.append(f"--deselect={d.nodeid}")
     argv.extend(project.test_args)
@@ -439,11 +455,12 @@ def run_suite(
     tree = unpack(sdist, cache / "src" / project.slug)
     results = cache / "results"
     results.mkdir(parents=True, exist_ok=True)
-    junitxml = results / f"{project.slug}-{mode}.xml"
-    log = results / f"{project.slug}-{mode}.log"
+    name = mode.replace(" -n ", "-n")
+    junitxml = results / f"{project.slug}-{name}.xml"
+    log = results / f"{project.slug}-{name}.log"
     junitxml.unlink(missing_ok=True)
     argv = pytest_argv(python, project, mode, junitxml, tree)
-    print(f"  {mode:8} pytest {' '.join(argv[3:])}", flush=True)
+    print(f"  {mode:13} pytest {' '.join(argv[3:])}", flush=True)
     start = time.monotonic()
     with log.open("w") as out:
         try:
@@ -460,12 +477,13 @@ def run_suite(
         except subprocess.TimeoutExpired:
             code = -1
     wall = time.monotonic() - start
-    lines = log.read_text(errors="replace").splitlines()
+    text = log.read_text(errors="replace")
+    lines = text.splitlines()
     summary = lines[-1].strip("= ") if lines else "(no output)"
     if code == -1:
         summary = f"timed out after {timeout:.0f} s; log {log}"
     outcomes = parse_junitxml(junitxml.read_text()) if junitxml.exists() else {}
-    return RunResult(mode, code, wall, outcomes, summary)
+    return RunResult(mode, code, wall, outcomes, summary, count_warnings(text))
 
 
 # --------------------------------------------------------------------------
@@ -474,21 +492,54 @@ def run_suite(
 
 
 @dataclass(frozen=True)
-class SuiteReport:
-    project: Project
+class Pair:
+    """A plain run and an isolated run, both with or both without ``-n 2``."""
+
     plain: RunResult
     isolated: RunResult
     comparison: Comparison
 
     @property
-    def runs_completed(self) -> bool:
+    def completed(self) -> bool:
         return all(
             r.exit_code in COMPLETED_EXIT_CODES and r.outcomes for r in (self.plain, self.isolated)
         )
 
     @property
+    def warnings_match(self) -> bool:
+        """The suite's own warnings (not pytest-isolate's) are as many in both runs."""
+        return self.plain.warnings.tests == self.isolated.warnings.tests
+
+    @property
     def ok(self) -> bool:
-        return self.runs_completed and self.comparison.ok
+        return self.completed and self.comparison.ok and self.warnings_match
+
+
+@dataclass(frozen=True)
+class SuiteReport:
+    project: Project
+    pairs: tuple[Pair, ...]
+    """Without ``-n 2``, then (unless ``--no-xdist``) with it."""
+
+    @property
+    def plain(self) -> RunResult:
+        return self.pairs[0].plain
+
+    @property
+    def isolated(self) -> RunResult:
+        return self.pairs[0].isolated
+
+    @property
+    def comparison(self) -> Comparison:
+        return self.pairs[0].comparison
+
+    @property
+    def runs_completed(self) -> bool:
+        return all(pair.completed for pair in self.pairs)
+
+    @property
+    def ok(self) -> bool:
+        return all(pair.ok for pair in self.pairs)
 
     @property
     def tests(self) -> int:
@@ -502,16 +553,19 @@ def counts(outcomes: Mapping[str, str]) -> str:
     return ", ".join(f"{n} {o}" for o, n in sorted(tally.items(), key=lambda kv: -kv[1]))
 
 
-def print_suite(report: SuiteReport) -> None:
-    c = report.comparison
-    for run in (report.plain, report.isolated):
+def _warnings_text(count: WarningCount) -> str:
+    own = f" (+{count.own} of pytest-isolate's own)" if count.own else ""
+    return f"{count.tests} warnings{own}"
+
+
+def print_pair(pair: Pair) -> None:
+    c = pair.comparison
+    for run in (pair.plain, pair.isolated):
         status = "" if run.exit_code in COMPLETED_EXIT_CODES else f" [exit {run.exit_code}]"
-        print(f"  {run.mode:8} {run.wall_s:7.1f} s  {counts(run.outcomes)}{status}")
-        print(f"           pytest: {run.summary}")
-    for skip in report.project.deselected:
-        print(f"  deselected in both runs: {skip.nodeid}\n      reason: {skip.reason}")
+        print(f"  {run.mode:13} {run.wall_s:7.1f} s  {counts(run.outcomes)}{status}")
+        print(f"                pytest: {run.summary}")
     total = c.identical + len(c.expected) + len(c.unexpected)
-    print(f"  identical outcomes: {c.identical} of {total}")
+    print(f"  {pair.isolated.mode}: identical outcomes: {c.identical} of {total}")
     for d in c.expected:
         print(f"  EXPECTED difference {d.key}: plain {d.plain}, isolated {d.isolated}")
         print(f"      because: {d.reason}")
@@ -522,24 +576,38 @@ def print_suite(report: SuiteReport) -> None:
         )
     for d in c.unexpected:
         print(f"  UNEXPECTED difference {d.key}: plain {d.plain}, isolated {d.isolated}")
-    if not report.runs_completed:
+    plain, isolated = _warnings_text(pair.plain.warnings), _warnings_text(pair.isolated.warnings)
+    if pair.warnings_match:
+        print(f"  {pair.isolated.mode}: same warnings count: {isolated}")
+    else:
+        print(f"  WARNINGS DIFFER: {pair.plain.mode} {plain}, {pair.isolated.mode} {isolated}")
+    if not pair.completed:
         print("  RUN PROBLEM: a run did not complete (see the exit code and the log)")
+
+
+def print_suite(report: SuiteReport) -> None:
+    for skip in report.project.deselected:
+        print(f"  deselected in every run: {skip.nodeid}\n      reason: {skip.reason}")
+    for pair in report.pairs:
+        print_pair(pair)
 
 
 def print_table(reports: Sequence[SuiteReport]) -> None:
     print("\n== summary")
     header = (
         f"{'project':22} {'tests':>6} {'plain s':>8} {'isolated s':>10} "
-        f"{'ms/test':>8} {'expected':>8} {'unexpected':>10}  result"
+        f"{'ms/test':>8} {'expected':>8} {'unexpected':>10} {'warnings':>11}  result"
     )
     print(header)
     print("-" * len(header))
     for r in reports:
         per_test = overhead_ms_per_test(r.plain.wall_s, r.isolated.wall_s, r.tests)
         per = f"{per_test:+8.1f}" if per_test is not None else f"{'-':>8}"
+        warned = "same" if all(pair.warnings_match for pair in r.pairs) else "DIFFER"
+        unexpected = sum(len(pair.comparison.unexpected) for pair in r.pairs)
         print(
             f"{r.project.slug:22} {r.tests:6d} {r.plain.wall_s:8.1f} {r.isolated.wall_s:10.1f} "
-            f"{per} {len(r.comparison.expected):8d} {len(r.comparison.unexpected):10d}  "
+            f"{per} {len(r.comparison.expected):8d} {unexpected:10d} {warned:>11}  "
             f"{'ok' if r.ok else 'FAIL'}"
         )
 
@@ -608,6 +676,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=900.0,
         help="seconds for one pytest run before it is killed (default: %(default)s)",
     )
+    parser.add_argument(
+        "--no-xdist",
+        action="store_true",
+        help="skip the second plain and isolated runs, with -n 2 (pytest-xdist)",
+    )
     parser.add_argument("--list", action="store_true", help="print the pinned projects and exit")
     return parser
 
@@ -633,10 +706,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             python = ensure_venv(project, tree, cache, repo)
         except SetupError as exc:
             die(str(exc))
-        plain = run_suite(project, python, sdist, cache, PLAIN, args.timeout)
-        isolated = run_suite(project, python, sdist, cache, ISOLATED, args.timeout)
-        comparison = compare(plain.outcomes, isolated.outcomes, project.expected)
-        report = SuiteReport(project, plain, isolated, comparison)
+        xdist = not (args.no_xdist or project.no_xdist)
+        if project.no_xdist and not args.no_xdist:
+            print(f"  not run with -n 2: {project.no_xdist}")
+        modes = [(PLAIN, ISOLATED)] + ([(PLAIN_XDIST, ISOLATED_XDIST)] if xdist else [])
+        pairs = []
+        for plain_mode, isolated_mode in modes:
+            plain = run_suite(project, python, sdist, cache, plain_mode, args.timeout)
+            isolated = run_suite(project, python, sdist, cache, isolated_mode, args.timeout)
+            comparison = compare(plain.outcomes, isolated.outcomes, project.expected)
+            pairs.append(Pair(plain, isolated, comparison))
+        report = SuiteReport(project, tuple(pairs))
         print_suite(report)
         reports.append(report)
     print_table(reports)
@@ -644,7 +724,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print(f"\nFAIL: {', '.join(failed)}")
         return 1
-    print("\nok: every test has the same outcome plainly and isolated, or a listed reason")
+    print(
+        "\nok: every test has the same outcome plainly and isolated, or a listed reason,"
+        " and every run pair the same warnings count"
+    )
     return 0
 
 

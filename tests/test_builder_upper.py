@@ -40,6 +40,10 @@ def test_upper_layer_entries_become_changes(tmp_path: Path) -> None:
         (lower / name).parent.mkdir(parents=True, exist_ok=True)
         (lower / name).write_text("host")
     os.chmod(lower / "keep", 0o755)
+    copy = scratch / "f3"
+    copy.write_text("copied")
+    upper.write_manifest(str(scratch), [("u0", str(lower))], [("f3", "/etc/hostname")])
+    # What the test does, as overlayfs records it:
     os.mknod(u0 / "gone", stat.S_IFCHR | 0o000, os.makedev(0, 0))  # deleted
     (u0 / "new" / "sub").mkdir(parents=True)
     (u0 / "new" / "sub" / "f").write_text("mine")  # created, with its directories
@@ -53,9 +57,6 @@ def test_upper_layer_entries_become_changes(tmp_path: Path) -> None:
     os.chmod(u0 / "keep", 0o700)  # chmod of a directory: changed, its contents not
     (u0 / "__pycache__").mkdir()
     (u0 / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"")
-    copy = scratch / "f3"
-    copy.write_text("copied")
-    upper.write_manifest(str(scratch), [("u0", str(lower))], [("f3", "/etc/hostname")])
     # The copy is as made: unchanged. The bytecode cache is not listed.
     assert _changes(scratch) == (
         [
@@ -77,9 +78,9 @@ def test_upper_layer_entries_become_changes(tmp_path: Path) -> None:
 
 def test_changes_are_cut_at_the_limit(tmp_path: Path) -> None:
     scratch, u0, lower = _scratch(tmp_path)
+    upper.write_manifest(str(scratch), [("u0", str(lower))])
     for i in range(30):
         (u0 / f"f{i:02}").write_text("")
-    upper.write_manifest(str(scratch), [("u0", str(lower))])
     found, more = _changes(scratch, limit=10)
     assert found == [("A", f"{lower}/f{i:02}") for i in range(10)]
     assert more == 20
@@ -152,3 +153,17 @@ def test_a_real_overlay_written_through(tmp_path: Path) -> None:
         ("D", f"{lower}/tree/b"),
     ]
     assert (lower / "old").read_text() == "host"  # the host is untouched
+
+
+def test_entries_there_before_the_test_are_left_out_until_touched(tmp_path: Path) -> None:
+    """Rootless stand-ins (``unmapped``) are in the upper layer before the test runs."""
+    scratch, u0, lower = _scratch(tmp_path)
+    (lower / "d").mkdir()
+    (lower / "d" / "theirs").write_text("host")
+    (u0 / "d").mkdir(mode=0o700)  # a stand-in with another mode than the host's
+    (u0 / "d" / "theirs").write_text("host")
+    upper.write_manifest(str(scratch), [("u0", str(lower))])
+    (u0 / "d" / "new").write_text("the test's")
+    assert _changes(scratch) == ([("A", f"{lower}/d/new")], 0)
+    (u0 / "d" / "theirs").write_text("written")
+    assert _changes(scratch) == ([("A", f"{lower}/d/new"), ("C", f"{lower}/d/theirs")], 0)

@@ -234,3 +234,14 @@ def test_restore_signal_defaults_unignores_inherited_ignores() -> None:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_xdist_runs_add_n_2() -> None:
+    project = tp.Project("p", "1", "0" * 64, "w", ("tests",))
+    python = Path("/v/bin/python")
+    argv = {
+        mode: tp.pytest_argv(python, project, mode, Path("/x.xml"), Path("/t"))
+        for mode in (tp.PLAIN, tp.ISOLATED, tp.PLAIN_XDIST, tp.ISOLATED_XDIST)
+    }
+    assert [a for a in argv[tp.PLAIN_XDIST] if a not in argv[tp.PLAIN]] == ["-n", "2"]
+    assert [a for a in argv[tp.ISOLATED_XDIST] if a not in argv[tp.ISOLATED]] == ["-n", "2"]

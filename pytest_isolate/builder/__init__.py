@@ -6,6 +6,6 @@ and join one. ``main`` is its entry point, ``builder`` its state and loop; a san
 built by the builder itself as root (``rooted``), or by its pid 1, rootless or without
 a snapshot (``in_init``). The parts a sandbox is made of: ``namespaces``, ``snapshot``
 (the overlay of the host, and the fresh /proc a test process mounts),
-``snapshot_rootless``, ``network``. ``plan`` is what pytest's process tells it to build.
-Nothing here imports pytest.
+``snapshot_rootless`` (with ``unmapped``), ``network``. ``plan`` is what pytest's
+process tells it to build. Nothing here imports pytest.
 """

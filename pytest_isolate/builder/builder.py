@@ -28,6 +28,7 @@ from .namespaces import kill_sandbox, reap
 from .plan import BuildPlan
 from .sandbox import Sandbox
 from .snapshot import MountStep, plan_mounts, revealing_mounts, share_steps
+from .unmapped import Found
 from .upper import changes
 
 # Sandboxes kept ready beside the one in use: two absorb a test shorter than one build.
@@ -71,8 +72,10 @@ class Builder:
         scratch: str,
         plan: BuildPlan | None = None,
         shares: list[str] | None = None,
+        stand_ins: Found | None = None,
     ) -> None:
         self.sock = sock
+        self.stand_ins = stand_ins or Found()  # rootless: see ``unmapped``
         self.scratch = scratch
         self.plan = plan or BuildPlan()
         self.pid = os.getpid()

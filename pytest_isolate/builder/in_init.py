@@ -146,9 +146,11 @@ def _init_main(  # pragma: no cover - runs in the sandbox's pid 1
             problems = no_snapshot(plan.fresh_proc)
         else:
             writable = (os.environ.get("HOME", ""), os.getcwd())
+            stand_ins = builder.stand_ins
             problems, scratch_fd = build_rootless_root(
-                builder.scratch, plan.fresh_proc, writable, plan.diff
+                builder.scratch, plan.fresh_proc, writable, stand_ins.entries, plan.diff
             )
+            problems += stand_ins.problems()
         bring_up_loopback()
         set_hostname(BUILTIN_DEFAULTS.hostname)  # a test asking for another sets it
         if plan.userns == "first":

@@ -18,6 +18,7 @@ import sys
 from .. import ffi
 from ..cgroups.owners import owner_token, token_is_stale
 from ..host.userns import enter_own_userns
+from . import unmapped
 from .builder import Builder
 from .plan import BuildPlan
 
@@ -50,6 +51,11 @@ def main() -> None:
     if os.getppid() != config["parent"]:
         return  # pytest died before we could ask to be told
     plan = BuildPlan.from_json(config.get("plan", {}))
+    stand_ins = unmapped.Found()
+    if plan.userns == "first" and plan.overlay:
+        # Rootless: what the snapshot could not copy up, found once, as the user.
+        places = (os.environ.get("HOME", ""), os.getcwd(), config["scratch_base"])
+        stand_ins = unmapped.find(places)
     if plan.userns == "first":
         # Rootless: a user namespace of our own first, where we hold the capabilities to
         # build every sandbox (its pid, mount, net, uts and ipc namespaces are owned by it).
@@ -62,7 +68,7 @@ def main() -> None:
     sweep_scratch(base)
     scratch = os.path.join(base, f"{SCRATCH_PREFIX}{owner_token()}")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
-    builder = Builder(sock, scratch, plan, config.get("shares"))
+    builder = Builder(sock, scratch, plan, config.get("shares"), stand_ins)
     if builder.backend is not None:
         builder.backend.sweep()
     try:

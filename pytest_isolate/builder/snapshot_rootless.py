@@ -15,10 +15,12 @@ filesystem as it is (writes reach the host), with a fresh /proc for the pid name
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from typing import Final
 
 from .. import ffi
+from . import unmapped
 from .upper import write_manifest
 
 DEVICES: Final = ("null", "zero", "full", "random", "urandom", "tty")
@@ -32,11 +34,14 @@ def _escape(path: str) -> str:
 
 
 class _Builder:
-    def __init__(self, scratch: str, skip: str) -> None:
+    def __init__(self, scratch: str, skip: str, stand_ins: Sequence[str] = (),
+                 inner: Sequence[str] = ()) -> None:  # fmt: skip
         self.scratch = scratch
         self.skip = skip
         self.count = 0
         self.problems: list[str] = []
+        self.stand_ins = stand_ins  # see ``unmapped``
+        self.inner = inner  # the roots of the overlays mounted over the top-level ones
         self.layers: list[tuple[str, str]] = []  # (upper directory, host path): ``upper``
         self.copies: list[tuple[str, str]] = []
 
@@ -45,13 +50,17 @@ class _Builder:
         upper, work = f"{self.scratch}/u{self.count}", f"{self.scratch}/w{self.count}"
         os.mkdir(upper)
         os.mkdir(work)
+        # What overlayfs could not copy up (an owner or group we cannot map), and the
+        # mode and times of the overlay's root (it shows its upper directory's).
+        problems = unmapped.pre_create(lower, upper, self.stand_ins, self.inner)
         options = f"lowerdir={_escape(lower)},upperdir={upper},workdir={work},userxattr"
         try:
             ffi.mount("overlay", target, "overlay", 0, options)
         except OSError:
-            os.rmdir(upper)
+            shutil.rmtree(upper)
             os.rmdir(work)
             raise
+        self.problems += problems
         self.layers.append((f"u{self.count}", lower))
 
     def entry(self, path: str, target: str, depth: int) -> None:
@@ -119,7 +128,11 @@ def _mount_proc(target: str, fresh: bool) -> None:
 
 
 def build_rootless_root(
-    scratch: str, fresh_proc: bool = True, writable: Sequence[str] = (), diff: bool = False
+    scratch: str,
+    fresh_proc: bool = True,
+    writable: Sequence[str] = (),
+    stand_ins: Sequence[str] = (),
+    diff: bool = False,
 ) -> tuple[list[str], int]:
     """Build the snapshot under ``scratch`` and move it over ``/``; rootless.
 
@@ -131,13 +144,18 @@ def build_rootless_root(
     their own. A write below a directory owned by an unmapped uid (``/home`` is root's)
     would otherwise fail with EOVERFLOW: copying that directory up means creating it in
     the upper layer with an owner this user namespace cannot represent.
+
+    ``stand_ins``: host paths below which writes would fail the same way
+    (``unmapped.find``): each overlay's upper directory gets them before it is mounted.
     """
     ffi.mount(None, "/", None, ffi.MS_REC | ffi.MS_PRIVATE)
     ffi.mount("pytest-isolate", scratch, "tmpfs", ffi.MS_NOSUID | ffi.MS_NODEV, "mode=0700")
     root = f"{scratch}/root"
     os.mkdir(root)
     ffi.mount(root, root, None, ffi.MS_BIND)  # a mount point, to be moved over /
-    builder = _Builder(scratch, skip=scratch)
+    inner = sorted({os.path.normpath(p) for p in writable if p})
+    inner = [p for p in inner if p.count("/") >= 2 and p.split("/")[1] not in SPECIAL]
+    builder = _Builder(scratch, skip=scratch, stand_ins=stand_ins, inner=inner)
     for name in sorted(os.listdir("/")):
         if name in SPECIAL:
             os.mkdir(f"{root}/{name}")
@@ -146,10 +164,9 @@ def build_rootless_root(
             builder.entry(f"/{name}", f"{root}/{name}", 1)
         except OSError as exc:
             builder.problems.append(f"/{name}: {exc.strerror}")
-    for path in sorted({os.path.normpath(p) for p in writable if p}, key=len):
-        if path.count("/") < 2 or path.split("/")[1] in SPECIAL:
-            continue  # "/" or a top-level directory: already an overlay root
+    for path in sorted(inner, key=len):  # not "/" nor a top-level one: overlay roots already
         if os.path.isdir(path) and os.path.isdir(root + path):
+            builder.inner = [r for r in inner if r != path]
             try:
                 builder.overlay(path, root + path)
             except OSError as exc:

@@ -58,8 +58,11 @@ def write_manifest(
     for copy, host in copies:
         st = os.stat(os.path.join(scratch, copy))
         copied.append((copy, host, st.st_size, st.st_mtime_ns))
+    # What the builder put in the upper layers before the test (rootless: stand-ins for
+    # entries it cannot copy up, ``unmapped``): not the test's, unless it touched them.
+    before = {upper: _ctimes(os.path.join(scratch, upper)) for upper, _ in layers}
     with open(os.path.join(scratch, MANIFEST), "w") as f:
-        json.dump({"layers": list(layers), "copies": copied}, f)
+        json.dump({"layers": list(layers), "copies": copied, "before": before}, f)
     return os.open(scratch, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
@@ -73,8 +76,9 @@ def changes(scratch_fd: int, limit: int = LIMIT) -> tuple[list[tuple[str, str]],
     except FileNotFoundError:
         return [], 0
     found: list[tuple[str, str]] = []
+    before = manifest.get("before", {})
     for upper, lower in manifest["layers"]:
-        found.extend(_layer(f"{root}/{upper}", lower))
+        found.extend(_layer(f"{root}/{upper}", lower, before.get(upper, {})))
     for copy, host, size, mtime in manifest["copies"]:
         if _copy_changed(f"{root}/{copy}", size, mtime):
             found.append(("C", host))
@@ -86,8 +90,26 @@ def _join(lower: str, relative: str) -> str:
     return lower.rstrip("/") + "/" + relative if relative else lower
 
 
-def _layer(upper: str, lower: str) -> Iterator[tuple[str, str]]:
-    """Walk one upper directory: what it says of the host path ``lower``."""
+def _ctimes(upper: str) -> dict[str, int]:
+    """Each entry below ``upper`` (relative path) and its ctime, which any change of it
+    moves on; for a directory (whose ctime an entry made in it moves) its mode, negated."""
+    found: dict[str, int] = {}
+    for top, dirs, files in os.walk(upper):
+        for name in dirs:
+            path = os.path.join(top, name)
+            found[os.path.relpath(path, upper)] = -os.lstat(path).st_mode
+        for name in files:
+            path = os.path.join(top, name)
+            found[os.path.relpath(path, upper)] = os.lstat(path).st_ctime_ns
+    return found
+
+
+def _layer(
+    upper: str, lower: str, before: dict[str, int] | None = None
+) -> Iterator[tuple[str, str]]:
+    """Walk one upper directory: what it says of the host path ``lower``. ``before``:
+    entries there before the test, by ctime (left out while unchanged)."""
+    before = before or {}
     stack = [""]
     while stack:
         relative = stack.pop()
@@ -101,6 +123,11 @@ def _layer(upper: str, lower: str) -> Iterator[tuple[str, str]]:
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and before.get(path) == -st.st_mode:
+                stack.append(path)  # as the builder made it
+                continue
+            if before.get(path) == st.st_ctime_ns:
                 continue
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 yield "D", host

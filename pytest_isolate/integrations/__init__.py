@@ -2,8 +2,9 @@
 
 ``shares`` (the paths shared into every sandbox: Hypothesis' example database,
 tmp_path's base directory, coverage's data), ``coverage`` (pytest-cov), ``timeout``
-(pytest-timeout), ``reruns`` (pytest-rerunfailures), and here what the test process
-adds before and after the protocol and to its reports (record_xml_attribute). Each
+(pytest-timeout), ``reruns`` (pytest-rerunfailures), ``xdist`` (pytest-xdist), and here
+what the test process adds before and after the protocol and to its reports
+(record_xml_attribute). Each
 function is called from one hook in ``plugin`` or one place in ``testprocess.main``;
 both processes run this code.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from .. import _compat
-from . import coverage
+from . import coverage, xdist
 from .reruns import RERUN_HARD_FAIL
 from .timeout import TIMEOUT_SETTINGS, arm_deferred_timeout
 
@@ -24,6 +25,7 @@ JUNIT_ATTRS = "isolate_junit_attrs"
 # -- in the test process ------------------------------------------------------------------
 def child_starting(item: pytest.Item) -> None:
     """In the test process, before the protocol."""
+    xdist.drop_worker_channel(item.config)  # its hook calls reach pytest's process only
     _compat.disown_parent_setup(item)  # pytest's process tears those down, once
     arm_deferred_timeout(item)
 
