@@ -73,3 +73,11 @@ def test_total_of_a_run_without_warnings() -> None:
     assert wc.total_warnings("collected 1 item\n\n1 passed in 0.01s\n") == 0
     assert wc.total_warnings("== 1 failed, 2 passed, 1 warning in 0.1s ==\n") == 1
     assert wc.count_warnings("") == wc.WarningCount(0, 0)
+
+
+def test_counts_listed_warnings_apart(pytester: pytest.Pytester, run: RunPytest) -> None:
+    pytester.makepyfile(test_demo=SUITE)
+    log = run("-q").stdout.str()
+    # "the same" is raised by 12 tests, listed in one folded block
+    assert wc.count_warnings(log, ["UserWarning: the same"]) == wc.WarningCount(15, 0, 12)
+    assert wc.count_warnings(log, ["UserWarning: the same"]).tests == 3
